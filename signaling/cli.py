@@ -1,0 +1,106 @@
+"""The ``signaling`` command: ``serve``, ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .server.config import SETTINGS
+
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the server (HTTP and /ws on one port)",
+        description="Run the signaling server. Each flag overrides its environment variable.",
+    )
+    for setting in SETTINGS:
+        serve.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.env,
+            help=f"{setting.help} Default: {setting.default or '(empty)'}.",
+        )
+    serve.add_argument("--env-file", default=".env", help="a .env file to read (default: .env)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from .server.config import ConfigError, load_settings
+    from .server.serve import serve
+
+    try:
+        settings = load_settings(vars(args), env_file=args.env_file)
+    except ConfigError as exc:
+        print(f"signaling: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("signaling").warning(
+        "development auth: every client is trusted as the userId it sends"
+    )
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def shutdown_trigger() -> None:
+                async for signum in signals:
+                    logging.getLogger("signaling").info("%s received", signal.Signals(signum).name)
+                    return
+
+            await serve(settings, shutdown_trigger=shutdown_trigger)
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(
+            f"signaling: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    text = schema_text()
+    if args.check:
+        current = Path(args.output).read_text() if Path(args.output).exists() else ""
+        if current != text:
+            print(
+                f"signaling: {args.output} is out of date; run 'signaling schema'", file=sys.stderr
+            )
+            return 1
+        return 0
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``signaling`` console script."""
+    parser = argparse.ArgumentParser(prog="signaling", description="WebRTC signaling server")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subparsers)
+    schema = subparsers.add_parser("schema", help="write protocol/schema.json from the frames")
+    schema.add_argument("--output", default="protocol/schema.json")
+    schema.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _run_serve(args)
+    return _run_schema(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The pure rules of the signaling server: no sockets, no timers, no trio.
+
+`Registry` holds who sits in which session; `Peer` applies PROTOCOL.md's rules
+to the frames of one connection and hands the resulting frames to the
+participants' ``deliver`` callables. The trio shell (`signaling.server`) owns
+the sockets around it; tests drive the core directly.
+"""
+
+from __future__ import annotations
+
+from .peer import Peer
+from .registry import Member, Registry
+
+__all__ = ["Member", "Peer", "Registry"]

@@ -1,0 +1,172 @@
+"""The rules of PROTOCOL.md for one authenticated connection."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, assert_never
+
+from ..errors import BadFrame, NotInSession, PeerNotFound, SignalingError
+from ..frames import (
+    Answer,
+    Auth,
+    ConnectionState,
+    Error,
+    IceCandidate,
+    JoinSession,
+    LeaveSession,
+    Offer,
+    RelayedAnswer,
+    RelayedIceCandidate,
+    RelayedOffer,
+    SessionJoined,
+    SessionLeft,
+    UserJoined,
+    UserLeft,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..frames import ClientFrame, ServerFrame
+    from .registry import Registry
+
+__all__ = ["Peer"]
+
+log = logging.getLogger("signaling.peer")
+
+
+class Peer:
+    """One connection of one user: its seats, and what its frames do.
+
+    ``deliver`` queues a frame for this connection's client; it must not
+    block. Every rule violation becomes an ``error`` frame to the sender and
+    leaves the connection open.
+    """
+
+    __slots__ = ("_registry", "closed", "connection_id", "deliver", "sessions", "user_id")
+
+    def __init__(
+        self,
+        registry: Registry,
+        connection_id: str,
+        user_id: str,
+        deliver: Callable[[ServerFrame], None],
+    ) -> None:
+        self._registry = registry
+        self.connection_id = connection_id
+        self.user_id = user_id
+        self.deliver = deliver
+        self.sessions: set[str] = set()
+        self.closed = False
+
+    def handle(self, frame: ClientFrame) -> None:
+        """Apply one client frame; errors go back to this client as ``error`` frames."""
+        try:
+            match frame:
+                case Offer():
+                    self._relay(frame, RelayedOffer)
+                case IceCandidate():
+                    self._relay(frame, RelayedIceCandidate)
+                case Answer():
+                    self._relay(frame, RelayedAnswer)
+                case JoinSession():
+                    self.join(frame)
+                case LeaveSession():
+                    self.leave(frame)
+                case ConnectionState():
+                    self._connection_state(frame)
+                case Auth():
+                    raise BadFrame("already authenticated: auth is only valid as the first frame")
+                case _:
+                    assert_never(frame)
+        except SignalingError as exc:
+            self.deliver(exc.to_frame(frame.id))
+
+    def join(self, frame: JoinSession) -> None:
+        """Take a seat; raises `SessionFull`."""
+        session_id = frame.session_id
+        others, previous = self._registry.join(self, session_id)
+        if previous is not None and previous is not self:
+            previous.evict(session_id)
+        self.sessions.add(session_id)
+        self.deliver(
+            SessionJoined(
+                session_id=session_id,
+                participants=[other.user_id for other in others],
+                reply_to=frame.id,
+            )
+        )
+        if previous is self:
+            return
+        log.info("%s %s joined session %s", self.connection_id, self.user_id, session_id)
+        joined = UserJoined(session_id=session_id, user_id=self.user_id)
+        for other in others:
+            other.deliver(joined)
+
+    def leave(self, frame: LeaveSession) -> None:
+        """Give up a seat; raises `NotInSession`."""
+        session_id = frame.session_id
+        if session_id not in self.sessions:
+            raise NotInSession(f"not in session {session_id!r}")
+        self._unseat(session_id)
+        self.deliver(SessionLeft(session_id=session_id, reply_to=frame.id))
+
+    def evict(self, session_id: str) -> None:
+        """A newer connection of this user took the seat in ``session_id``."""
+        self.sessions.discard(session_id)
+        log.info("%s %s replaced in session %s", self.connection_id, self.user_id, session_id)
+        self.deliver(
+            Error(
+                code="replaced",
+                message=f"another connection of {self.user_id!r} joined session {session_id!r}",
+                session_id=session_id,
+            )
+        )
+
+    def close(self) -> None:
+        """The connection is gone: leave every session, telling the others once."""
+        if self.closed:
+            return
+        self.closed = True
+        for session_id in self.sessions:
+            self._unseat(session_id)
+        self.sessions.clear()
+
+    def _unseat(self, session_id: str) -> None:
+        others = self._registry.leave(self, session_id)
+        if others is None:
+            return
+        log.info("%s %s left session %s", self.connection_id, self.user_id, session_id)
+        left = UserLeft(session_id=session_id, user_id=self.user_id)
+        for other in others:
+            other.deliver(left)
+
+    def _relay(
+        self,
+        frame: Offer | Answer | IceCandidate,
+        relayed: type[RelayedOffer] | type[RelayedAnswer] | type[RelayedIceCandidate],
+    ) -> None:
+        session_id = frame.session_id
+        if session_id not in self.sessions:
+            raise NotInSession(f"not in session {session_id!r}")
+        target = self._registry.seat(session_id, frame.to)
+        if target is None:
+            raise PeerNotFound(f"{frame.to!r} is not in session {session_id!r}")
+        target.deliver(
+            relayed(
+                from_=self.user_id,
+                to=frame.to,
+                session_id=session_id,
+                data=frame.data,  # type: ignore[arg-type]
+                id=frame.id,
+            )
+        )
+
+    def _connection_state(self, frame: ConnectionState) -> None:
+        log.info(
+            "%s %s connection state in session %s: %s",
+            self.connection_id,
+            self.user_id,
+            frame.session_id,
+            frame.state,
+        )

@@ -1,0 +1,279 @@
+"""Every frame of wire protocol v1 as a msgspec Struct.
+
+Client frames and server frames are two tagged unions (`type` is the tag), so
+one decoder per direction validates a whole frame in a single pass. Field
+names are snake_case here and camelCase on the wire. Optional fields use
+``UNSET`` so that an absent field stays absent when a frame is re-encoded.
+
+Schema evolution follows msgspec's rules: new fields get defaults, the type of
+an existing field never changes (see PROTOCOL.md, "you may add, never change").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+__all__ = [
+    "ID_MAX_LENGTH",
+    "SESSION_ID_MAX_LENGTH",
+    "USER_ID_MAX_LENGTH",
+    "Answer",
+    "Auth",
+    "CandidateData",
+    "ClientFrame",
+    "ConnectionState",
+    "Error",
+    "ErrorCode",
+    "IceCandidate",
+    "IceCandidateInit",
+    "IceServer",
+    "JoinSession",
+    "LeaveSession",
+    "Offer",
+    "RelayedAnswer",
+    "RelayedIceCandidate",
+    "RelayedOffer",
+    "SdpData",
+    "ServerFrame",
+    "SessionDescription",
+    "SessionJoined",
+    "SessionLeft",
+    "UserJoined",
+    "UserLeft",
+    "Welcome",
+]
+
+ID_MAX_LENGTH = 64
+"""PROTOCOL.md: a frame's ``id`` is a string of at most 64 characters."""
+USER_ID_MAX_LENGTH = 128
+"""Longest ``userId`` accepted (Firebase's ``sub`` limit)."""
+SESSION_ID_MAX_LENGTH = 128
+"""Longest ``sessionId`` accepted."""
+
+FrameId = Annotated[str, Meta(max_length=ID_MAX_LENGTH)]
+UserId = Annotated[str, Meta(min_length=1, max_length=USER_ID_MAX_LENGTH)]
+SessionId = Annotated[str, Meta(min_length=1, max_length=SESSION_ID_MAX_LENGTH)]
+
+ErrorCode = Literal[
+    "bad-frame",
+    "unauthorized",
+    "forbidden",
+    "not-in-session",
+    "peer-not-found",
+    "session-full",
+    "rate-limited",
+    "too-large",
+    "replaced",
+    "internal",
+]
+"""The error codes of PROTOCOL.md."""
+
+
+class _Object(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):
+    """A nested JSON object of the protocol."""
+
+
+class _Frame(
+    msgspec.Struct, tag_field="type", rename="camel", omit_defaults=True, kw_only=True, gc=False
+):
+    """Base of every frame: an object with a string ``type``."""
+
+
+# --- payloads -----------------------------------------------------------------
+
+
+class SessionDescription(_Object):
+    """An RTCSessionDescriptionInit: ``{"type": "offer", "sdp": "v=0…"}``."""
+
+    type: Literal["offer", "answer", "pranswer", "rollback"]
+    sdp: str | UnsetType = UNSET
+
+
+class IceCandidateInit(_Object):
+    """An RTCIceCandidateInit."""
+
+    candidate: str | UnsetType = UNSET
+    sdp_mid: str | UnsetType | None = UNSET
+    sdp_m_line_index: Annotated[int, Meta(ge=0, le=65535)] | UnsetType | None = UNSET
+    username_fragment: str | UnsetType | None = UNSET
+
+
+class SdpData(_Object):
+    """``data`` of ``offer`` and ``answer``."""
+
+    sdp: SessionDescription
+
+
+class CandidateData(_Object):
+    """``data`` of ``ice-candidate``; ``None`` is the end-of-candidates marker."""
+
+    candidate: IceCandidateInit | None
+
+
+class IceServer(_Object):
+    """One entry of ``iceServers`` (an RTCIceServer)."""
+
+    urls: str | list[str]
+    username: str | UnsetType = UNSET
+    credential: str | UnsetType = UNSET
+
+
+# --- client -> server -----------------------------------------------------------
+
+
+class Auth(_Frame, tag="auth"):
+    """First frame of a connection: who the client is."""
+
+    user_id: UserId
+    token: str | UnsetType = UNSET
+    id: FrameId | UnsetType = UNSET
+
+
+class JoinSession(_Frame, tag="join-session"):
+    """Join a session; answered by ``session-joined``."""
+
+    session_id: SessionId
+    id: FrameId | UnsetType = UNSET
+
+
+class LeaveSession(_Frame, tag="leave-session"):
+    """Leave a session; answered by ``session-left``."""
+
+    session_id: SessionId
+    id: FrameId | UnsetType = UNSET
+
+
+class Offer(_Frame, tag="offer"):
+    """An SDP offer for ``to``. A client-supplied ``from`` is ignored."""
+
+    to: UserId
+    session_id: SessionId
+    data: SdpData
+    id: FrameId | UnsetType = UNSET
+
+
+class Answer(_Frame, tag="answer"):
+    """An SDP answer for ``to``."""
+
+    to: UserId
+    session_id: SessionId
+    data: SdpData
+    id: FrameId | UnsetType = UNSET
+
+
+class IceCandidate(_Frame, tag="ice-candidate"):
+    """A trickled ICE candidate for ``to``."""
+
+    to: UserId
+    session_id: SessionId
+    data: CandidateData
+    id: FrameId | UnsetType = UNSET
+
+
+class ConnectionState(_Frame, tag="connection-state"):
+    """The client's RTCPeerConnection state; logged and counted, not relayed."""
+
+    session_id: SessionId
+    state: Annotated[str, Meta(max_length=32)]
+    id: FrameId | UnsetType = UNSET
+
+
+ClientFrame = Auth | JoinSession | LeaveSession | Offer | Answer | IceCandidate | ConnectionState
+"""Any frame a client may send."""
+
+
+# --- server -> client -----------------------------------------------------------
+
+
+class Welcome(_Frame, tag="welcome"):
+    """Answer to a successful ``auth``."""
+
+    user_id: str
+    connection_id: str
+    ice_servers: list[IceServer]
+
+
+class SessionJoined(_Frame, tag="session-joined"):
+    """Reply to ``join-session``: the other users already in the session."""
+
+    session_id: str
+    participants: list[str]
+    reply_to: str | UnsetType = UNSET
+
+
+class SessionLeft(_Frame, tag="session-left"):
+    """Reply to ``leave-session``."""
+
+    session_id: str
+    reply_to: str | UnsetType = UNSET
+
+
+class UserJoined(_Frame, tag="user-joined"):
+    """Another user took a seat in one of your sessions."""
+
+    session_id: str
+    user_id: str
+
+
+class UserLeft(_Frame, tag="user-left"):
+    """Another user left one of your sessions (or disconnected)."""
+
+    session_id: str
+    user_id: str
+
+
+class RelayedOffer(_Frame, tag="offer"):
+    """An ``offer`` as relayed, ``from`` set by the server."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    session_id: str
+    data: SdpData
+    id: str | UnsetType = UNSET
+
+
+class RelayedAnswer(_Frame, tag="answer"):
+    """An ``answer`` as relayed, ``from`` set by the server."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    session_id: str
+    data: SdpData
+    id: str | UnsetType = UNSET
+
+
+class RelayedIceCandidate(_Frame, tag="ice-candidate"):
+    """An ``ice-candidate`` as relayed, ``from`` set by the server."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    session_id: str
+    data: CandidateData
+    id: str | UnsetType = UNSET
+
+
+class Error(_Frame, tag="error"):
+    """Something went wrong; ``replyTo`` names the frame that caused it."""
+
+    code: ErrorCode
+    message: str
+    reply_to: str | UnsetType = UNSET
+    retry_after_ms: int | UnsetType = UNSET
+    session_id: str | UnsetType = UNSET
+
+
+ServerFrame = (
+    Welcome
+    | SessionJoined
+    | SessionLeft
+    | UserJoined
+    | UserLeft
+    | RelayedOffer
+    | RelayedAnswer
+    | RelayedIceCandidate
+    | Error
+)
+"""Any frame the server may send."""

@@ -1,0 +1,130 @@
+"""The Quart (trio) application: HTTP routes and the ASGI ``/ws`` route.
+
+`create_app` is also the app factory for plain hypercorn deployments::
+
+    hypercorn -k trio -c python:signaling.server.hypercorn_config \\
+        'signaling.server.app:create_app()'
+
+There ``/ws`` goes through hypercorn's own WebSocket path (wsproto, and
+permessage-deflate whenever a browser offers it): it works the same but costs
+several times the memory and CPU of ``signaling serve``'s lean path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from quart import Response, jsonify, request, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .config import Settings, load_settings
+from .handshake import Refusal, negotiate
+from .hub import Hub
+
+if TYPE_CHECKING:
+    from quart.wrappers import Websocket
+
+    from .outbox import Outbox
+
+__all__ = ["AsgiTransport", "create_app"]
+
+
+class AsgiTransport:
+    """`signaling.server.connection.Transport` over an ASGI (Quart) websocket."""
+
+    def __init__(self, ws: Websocket, *, text: bool) -> None:
+        self._ws = ws
+        self._text = text
+        self.peer_close: tuple[int, str] | None = None
+        self.last_activity = math.inf
+        """Hypercorn pings by itself (``websocket_ping_interval``)."""
+        self.outbox: Outbox | None = None
+
+    def ping(self) -> None:
+        """Hypercorn sends the pings on this path."""
+
+    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
+        """One message at a time (hypercorn hands them over singly)."""
+        message = await self._ws.receive()
+        return [(isinstance(message, str), message)]
+
+    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
+        """One ASGI send per message: this path cannot coalesce writes."""
+        for message in messages:
+            await self._ws.send(message.decode() if self._text else message)
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Close through hypercorn."""
+        await self._ws.close(code, reason)
+
+    async def aclose(self) -> None:
+        """Hypercorn owns the socket."""
+
+
+def _json_error(status: int, error: str, message: str) -> Response:
+    response = jsonify({"error": error, "message": message})
+    response.status_code = status
+    return response
+
+
+def _utc_now_iso() -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> QuartTrio:
+    """The application; settings come from the environment and ``.env`` when omitted."""
+    if hub is None:
+        hub = Hub(settings if settings is not None else load_settings())
+    app = QuartTrio("signaling")
+    app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
+    app.extensions["signaling.hub"] = hub
+
+    @app.before_serving
+    async def start_background() -> None:
+        await app.nursery.start(hub.serve_heartbeat)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        name = (error.name or "error").lower().replace(" ", "-")
+        return _json_error(error.code or 500, name, error.description or name)
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        app.logger.exception("unhandled error in %s %s", request.method, request.path)
+        return _json_error(500, "internal", "internal server error")
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "timestamp": _utc_now_iso()}
+
+    @app.post("/turn/credentials")
+    async def turn_credentials() -> Any:
+        servers = await hub.ice.ice_servers(None)
+        return {
+            "iceServers": msgspec.to_builtins(servers),
+            "timestamp": int(time.time() * 1000),
+        }
+
+    @app.websocket("/ws")
+    async def ws() -> Any:
+        negotiated = negotiate(
+            websocket.requested_subprotocols,
+            websocket.headers.get("Origin"),
+            hub.settings.allowed_origins,
+        )
+        if isinstance(negotiated, Refusal):
+            return _json_error(negotiated.status, negotiated.error, negotiated.message)
+        codec, subprotocol = negotiated
+        await websocket.accept(subprotocol=subprotocol)
+        ws_object = websocket._get_current_object()  # type: ignore[attr-defined]
+        remote = f"{websocket.remote_addr}"
+        await hub.serve_connection(AsgiTransport(ws_object, text=codec.text), codec, remote)
+        return None
+
+    return app

@@ -1,0 +1,267 @@
+"""Settings: defaults < ``.env`` file < environment variables < CLI flags.
+
+`SETTINGS` is the one table of every setting (its environment variable, CLI
+flag, default and meaning): the CLI, ``.env.example`` and the README's table
+are all made from it, and a test checks they agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "env_example", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message is one line for the operator."""
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not value > 0:
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _stun_urls(text: str) -> tuple[str, ...]:
+    urls = _list(text)
+    for url in urls:
+        if not url.startswith(("stun:", "stuns:")):
+            raise ValueError(f"{url!r} is not a stun: or stuns: URL")
+    return urls
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = _list(text)
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        if origin.endswith("/"):
+            raise ValueError(f"{origin!r}: an origin has no path; drop the trailing '/'")
+    return origins
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("expected one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it comes from and how its text becomes a value."""
+
+    name: str
+    env: str
+    flag: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "SIGNALING_HOST", "--host", "0.0.0.0", str.strip, "Address to listen on."),
+    Setting(
+        "port",
+        "SIGNALING_SERVER_PORT",
+        "--port",
+        "3001",
+        _port,
+        "Port for HTTP and /ws (0 picks a free one).",
+    ),
+    Setting(
+        "allowed_origins",
+        "ALLOWED_ORIGINS",
+        "--allowed-origins",
+        "",
+        _origins,
+        "Comma-separated browser origins allowed to open /ws (exact match); empty allows any.",
+    ),
+    Setting(
+        "stun_urls",
+        "STUN_URLS",
+        "--stun-urls",
+        "stun:stun.l.google.com:19302,stun:stun1.l.google.com:19302",
+        _stun_urls,
+        "Comma-separated STUN URLs sent in welcome and POST /turn/credentials.",
+    ),
+    Setting(
+        "max_participants",
+        "SIGNALING_MAX_PARTICIPANTS",
+        "--max-participants",
+        "16",
+        _positive_int,
+        "Seats per session; one more join gets session-full.",
+    ),
+    Setting(
+        "auth_timeout",
+        "SIGNALING_AUTH_TIMEOUT",
+        "--auth-timeout",
+        "10",
+        _seconds,
+        "Seconds a new connection has to send auth before close 4408.",
+    ),
+    Setting(
+        "max_message_bytes",
+        "SIGNALING_MAX_MESSAGE_BYTES",
+        "--max-message-bytes",
+        "65536",
+        _positive_int,
+        "Largest WebSocket message accepted; a larger one closes with 1009.",
+    ),
+    Setting(
+        "outbox_frames",
+        "SIGNALING_OUTBOX_FRAMES",
+        "--outbox-frames",
+        "512",
+        _positive_int,
+        "Frames queued for a client that is not reading before it is closed with 1013.",
+    ),
+    Setting(
+        "outbox_bytes",
+        "SIGNALING_OUTBOX_BYTES",
+        "--outbox-bytes",
+        "1048576",
+        _positive_int,
+        "Bytes queued for a client that is not reading before it is closed with 1013.",
+    ),
+    Setting(
+        "ping_interval",
+        "SIGNALING_PING_INTERVAL",
+        "--ping-interval",
+        "20",
+        _seconds,
+        "Seconds between WebSocket pings; a client silent for two intervals is closed (4408).",
+    ),
+    Setting(
+        "backlog",
+        "SIGNALING_BACKLOG",
+        "--backlog",
+        "4096",
+        _positive_int,
+        "TCP listen backlog (the kernel caps it at net.core.somaxconn).",
+    ),
+    Setting(
+        "graceful_timeout",
+        "SIGNALING_GRACEFUL_TIMEOUT",
+        "--graceful-timeout",
+        "10",
+        _seconds,
+        "Seconds to finish closing connections on shutdown.",
+    ),
+    Setting(
+        "log_level",
+        "SIGNALING_LOG_LEVEL",
+        "--log-level",
+        "info",
+        _log_level,
+        "debug, info, warning or error.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, parsed. Build with `load_settings`, or directly in tests."""
+
+    host: str = "0.0.0.0"
+    port: int = 3001
+    allowed_origins: tuple[str, ...] = ()
+    stun_urls: tuple[str, ...] = (
+        "stun:stun.l.google.com:19302",
+        "stun:stun1.l.google.com:19302",
+    )
+    max_participants: int = 16
+    auth_timeout: float = 10.0
+    max_message_bytes: int = 65536
+    outbox_frames: int = 512
+    outbox_bytes: int = 1048576
+    ping_interval: float = 20.0
+    backlog: int = 4096
+    graceful_timeout: float = 10.0
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    flags: Mapping[str, str | None] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> Settings:
+    """Settings from ``.env``, the environment and CLI flags (by setting name).
+
+    Raises `ConfigError` naming the variable or flag and what is wrong.
+    """
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, str | None] = {}
+    if env_file is not None and Path(env_file).is_file():
+        file_values = dotenv_values(env_file)
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        source = setting.env
+        text: str | None = None
+        if flags is not None and flags.get(setting.name) is not None:
+            text, source = flags[setting.name], setting.flag
+        elif setting.env in environ:
+            text = environ[setting.env]
+        elif file_values.get(setting.env) is not None:
+            text, source = file_values[setting.env], f"{setting.env} (in {env_file})"
+        if text is None:
+            text = setting.default
+        try:
+            values[setting.name] = setting.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={text!r}: {exc}") from None
+    return Settings(**values)
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable with its default."""
+    lines = ["# signaling settings: every variable with its default.", ""]
+    for setting in SETTINGS:
+        lines.append(f"# {setting.help} (flag: {setting.flag})")
+        lines.append(f"{setting.env}={setting.default}")
+        lines.append("")
+    return "\n".join(lines)

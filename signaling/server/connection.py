@@ -1,0 +1,288 @@
+"""One WebSocket connection: a nursery with a reader task and a writer task.
+
+The reader decodes each message, applies the core's rules and routes the
+resulting frames straight into the receivers' outboxes, with no task hop in
+between. The writer sleeps until its outbox has something, then writes all of
+it at once. Closing is one path for every reason: `Connection.close` records
+the code, the writer flushes what is queued and sends the close frame, the
+reader waits (bounded) for the client's answer, and ``finally`` frees the
+seats so the others hear ``user-left`` exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..codec import probe_id
+from ..core import Peer
+from ..errors import BadFrame, CloseCode, SignalingError, Unauthorized
+from ..frames import Auth, JoinSession, Welcome
+from .outbox import Outbox
+from .websocket import ProtocolError
+
+if TYPE_CHECKING:
+    from ..codec import Codec
+    from ..frames import ClientFrame, ServerFrame
+    from .hub import Hub
+
+__all__ = ["CLOSE_TIMEOUT", "Connection", "Transport"]
+
+log = logging.getLogger("signaling.connection")
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing connection may take to flush and finish the handshake."""
+
+
+class Transport(Protocol):
+    """How a connection reads and writes WebSocket messages."""
+
+    peer_close: tuple[int, str] | None
+    """The client's close code and reason, once it sent a close frame."""
+    last_activity: float
+    """`trio.current_time` of the last bytes received (any frame, pongs included)."""
+    outbox: Outbox | None
+    """Where the transport queues its own control frames (pongs, pings)."""
+
+    def ping(self) -> None:
+        """Queue a WebSocket ping (a no-op where the server below pings by itself)."""
+        ...
+
+    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
+        """The next messages as ``(is_text, payload)``; None after close or EOF.
+
+        Raises `ProtocolError` when the client breaks RFC 6455.
+        """
+        ...
+
+    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
+        """Write transport ``control`` frames, then ``messages``, as few writes as possible."""
+        ...
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Send the close frame."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the underlying connection."""
+        ...
+
+
+class Connection:
+    """A client connection; it is the `signaling.core.Member` the registry holds."""
+
+    __slots__ = (
+        "_scope",
+        "close_code",
+        "close_reason",
+        "codec",
+        "connection_id",
+        "hub",
+        "outbox",
+        "peer",
+        "remote",
+        "transport",
+    )
+
+    def __init__(self, hub: Hub, transport: Transport, codec: Codec[ClientFrame], remote: str):
+        self.hub = hub
+        self.transport = transport
+        self.codec = codec
+        self.remote = remote
+        self.connection_id = "c_" + secrets.token_urlsafe(9)
+        settings = hub.settings
+        self.outbox = Outbox(max_frames=settings.outbox_frames, max_bytes=settings.outbox_bytes)
+        transport.outbox = self.outbox
+        self.peer: Peer | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        """The authenticated user, once ``auth`` succeeded."""
+        return None if self.peer is None else self.peer.user_id
+
+    # --- delivery (called from any connection's reader task) -----------------
+
+    def deliver(self, frame: ServerFrame) -> None:
+        """Queue ``frame`` for the client; a client that does not read is closed."""
+        if self.close_code is not None:
+            return
+        if not self.outbox.put(self.codec.encode(frame)):
+            log.warning(
+                "%s %s not reading: %d frames (%d bytes) queued; closing",
+                self.connection_id,
+                self.user_id,
+                len(self.outbox),
+                self.outbox.queued_bytes,
+            )
+            self.outbox.clear()
+            self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start closing with ``code``: flush, send the close frame, end within a deadline."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self.outbox.close()
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
+
+    # --- the tasks ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        hub = self.hub
+        hub.add(self)
+        log.debug("%s connected from %s", self.connection_id, self.remote)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self.close_code is not None:
+                    self.close(self.close_code, self.close_reason)
+                nursery.start_soon(self._write_loop)
+                await self._read_loop()
+                if self.close_code is None:
+                    nursery.cancel_scope.cancel()
+                elif self.transport.peer_close is None:
+                    await self._drain()
+        finally:
+            hub.remove(self)
+            if self.peer is not None:
+                self.peer.close()
+                log.info(
+                    "%s %s disconnected (%s)", self.connection_id, self.user_id, self.close_code
+                )
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                await self.transport.aclose()
+
+    async def _write_loop(self) -> None:
+        outbox = self.outbox
+        transport = self.transport
+        try:
+            while True:
+                messages = await outbox.take()
+                control = outbox.control
+                if control:
+                    outbox.control = []
+                if messages or control:
+                    await transport.send(messages, control)
+                if outbox.closed and not len(outbox) and not outbox.control:
+                    break
+            assert self.close_code is not None
+            await transport.send_close(self.close_code, self.close_reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._scope is not None:
+                self._scope.cancel()
+
+    async def _read_loop(self) -> None:
+        transport = self.transport
+        try:
+            with trio.move_on_after(self.hub.settings.auth_timeout):
+                batch = await transport.receive()
+                batch = await self._authenticate(batch)
+            if self.peer is None:
+                if self.close_code is None:
+                    self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
+                return
+            while batch is not None and self.close_code is None:
+                for is_text, payload in batch:
+                    frame = self._decode(is_text, payload)
+                    if frame is None:
+                        if self.close_code is not None:
+                            return
+                        continue
+                    if type(frame) is JoinSession:
+                        await self._join(frame)
+                    else:
+                        self.peer.handle(frame)
+                batch = await transport.receive()
+            if transport.peer_close is not None:
+                self.close(transport.peer_close[0], "")
+        except ProtocolError as exc:
+            self.close(exc.code, exc.reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    async def _drain(self) -> None:
+        """After our close frame: read until the client's close frame or EOF."""
+        try:
+            while await self.transport.receive() is not None:
+                pass
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    async def _authenticate(
+        self, batch: list[tuple[bool, bytes | str]] | None
+    ) -> list[tuple[bool, bytes | str]] | None:
+        """Handle the first frame (PROTOCOL.md "Connection lifecycle"); return the rest."""
+        if not batch:
+            return None
+        is_text, payload = batch[0]
+        frame = self._decode(is_text, payload)
+        if frame is None:
+            if self.close_code is None:
+                self.close(CloseCode.UNAUTHORIZED, "the first frame must be a valid auth frame")
+            return None
+        try:
+            if type(frame) is not Auth:
+                raise Unauthorized("the first frame must be auth")
+            user_id = await self.hub.authenticator.authenticate(frame)
+        except SignalingError as exc:
+            self._deliver_now(exc.to_frame(frame.id))
+            self.close(CloseCode.UNAUTHORIZED, exc.message)
+            return None
+        self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
+        ice_servers = await self.hub.ice.ice_servers(user_id)
+        log.info("%s %s authenticated from %s", self.connection_id, user_id, self.remote)
+        self.deliver(
+            Welcome(user_id=user_id, connection_id=self.connection_id, ice_servers=ice_servers)
+        )
+        return batch[1:]
+
+    async def _join(self, frame: JoinSession) -> None:
+        assert self.peer is not None
+        try:
+            await self.hub.authorizer.authorize_join(self.peer.user_id, frame.session_id)
+        except SignalingError as exc:
+            self.deliver(exc.to_frame(frame.id))
+            return
+        self.peer.handle(frame)
+
+    def _deliver_now(self, frame: ServerFrame) -> None:
+        self.outbox.put(self.codec.encode(frame))
+
+    def _decode(self, is_text: bool, payload: bytes | str) -> ClientFrame | None:
+        codec = self.codec
+        if is_text is not codec.text:
+            kind = "text" if codec.text else "binary"
+            self._deliver_now(
+                BadFrame(
+                    f"{codec.subprotocol} carries frames in {kind} WebSocket messages"
+                ).to_frame()
+            )
+            return None
+        try:
+            return codec.decode(payload)
+        except BadFrame as exc:
+            if is_text and isinstance(payload, bytes) and not _is_utf8(payload):
+                self.close(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+                return None
+            self._deliver_now(exc.to_frame(probe_id(payload, text=is_text)))
+            return None
+        except UnicodeDecodeError:
+            self.close(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+            return None
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

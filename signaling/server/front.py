@@ -1,0 +1,313 @@
+"""The front door of the one public port.
+
+It reads the HTTP request head of each new TCP connection. A WebSocket
+upgrade to ``/ws`` is answered here and served by the lean transport below
+(`signaling.server.websocket`); everything else is handed, bytes already read
+included, to hypercorn, which serves the Quart routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.trio.tcp_server import TCPServer
+
+from .handshake import Refusal, negotiate
+from .websocket import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameParser,
+    accept_key,
+    close_frame,
+    encode_frames,
+    frame,
+    parse_close,
+)
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import AppWrapper, LifespanState
+
+    from .hub import Hub
+    from .outbox import Outbox
+
+__all__ = ["FrontDoor", "LeanTransport"]
+
+log = logging.getLogger("signaling.front")
+
+RECEIVE_SIZE = 65536
+HEAD_LIMIT = 16384
+HEAD_TIMEOUT = 10.0
+WS_PATH = "/ws"
+
+
+class LeanTransport:
+    """`signaling.server.connection.Transport` over a raw trio stream."""
+
+    __slots__ = (
+        "_closed_by_peer",
+        "_opcode",
+        "_parser",
+        "_pending",
+        "last_activity",
+        "outbox",
+        "peer_close",
+        "stream",
+    )
+
+    def __init__(
+        self, stream: trio.abc.Stream, *, text: bool, max_message: int, pending: bytes
+    ) -> None:
+        self.stream = stream
+        self._opcode = OP_TEXT if text else OP_BINARY
+        self._parser = FrameParser(max_message)
+        self._pending = pending
+        self.peer_close: tuple[int, str] | None = None
+        self.last_activity = trio.current_time()
+        self.outbox: Outbox | None = None
+        """Set by the connection: where pongs and pings are queued."""
+
+    def ping(self) -> None:
+        """Queue a ping; the client's pong refreshes `last_activity`."""
+        if self.outbox is not None:
+            self.outbox.put_control(frame(OP_PING, b""))
+
+    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
+        """The next complete messages; None after the client's close frame or EOF."""
+        if self.peer_close is not None:
+            return None
+        while True:
+            data: bytes | bytearray
+            if self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    return None
+                self.last_activity = trio.current_time()
+            messages: list[tuple[bool, bytes | str]] = []
+            for opcode, payload in self._parser.feed(data):
+                if opcode == OP_TEXT:
+                    messages.append((True, payload))
+                elif opcode == OP_BINARY:
+                    messages.append((False, payload))
+                elif opcode == OP_PING:
+                    if self.outbox is not None:
+                        self.outbox.put_control(frame(0xA, payload))
+                elif opcode == OP_CLOSE:
+                    self.peer_close = parse_close(payload)
+                    return messages or None
+            if messages:
+                return messages
+
+    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
+        """Frame everything and write it in one ``send_all``."""
+        pieces = encode_frames(self._opcode, messages)
+        if control:
+            pieces[:0] = control
+        await self.stream.send_all(b"".join(pieces))
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """Send our close frame (RFC 6455 echoes 1005 as 1000)."""
+        await self.stream.send_all(close_frame(1000 if code == 1005 else code, reason))
+
+    async def aclose(self) -> None:
+        """Close the TCP connection."""
+        await self.stream.aclose()
+
+
+class _Replay(trio.abc.Stream):
+    """A stream that first returns bytes already read, for hypercorn."""
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _http_response(status: int, reason: str, body: dict[str, Any], headers: str = "") -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n{headers}\r\n"
+    ).encode("latin-1") + payload
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+}
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]]] | None:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return None
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            return None
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return parts[0], parts[1], headers
+
+
+class FrontDoor:
+    """Accepts TCP connections and routes each to /ws or to hypercorn."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: LifespanState,
+    ) -> None:
+        self.hub = hub
+        self._app = app
+        self._config = config
+        self._context = context
+        self._state = state
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection."""
+        try:
+            with trio.move_on_after(HEAD_TIMEOUT):
+                head, rest = await self._read_head(stream)
+            if head is None:
+                await stream.aclose()
+                return
+            parsed = _parse_head(head)
+            if parsed is not None:
+                method, target, headers = parsed
+                upgrade = headers.get("upgrade", [""])[0].lower()
+                if (
+                    method == "GET"
+                    and target.partition("?")[0] == WS_PATH
+                    and upgrade == "websocket"
+                ):
+                    await self._websocket(stream, headers, rest)
+                    return
+            await TCPServer(
+                self._app,
+                self._config,
+                self._context,
+                self._state.copy(),
+                _Replay(stream, head + rest),  # type: ignore[arg-type]
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_head(self, stream: trio.SocketStream) -> tuple[bytes | None, bytes]:
+        buffer = b""
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                return buffer[: end + 4], buffer[end + 4 :]
+            if len(buffer) > HEAD_LIMIT:
+                await stream.send_all(
+                    _http_response(
+                        431,
+                        _REASONS[431],
+                        {
+                            "error": "head-too-large",
+                            "message": f"request head over {HEAD_LIMIT} bytes",
+                        },
+                    )
+                )
+                return None, b""
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return None, b""
+            buffer += data
+
+    async def _websocket(
+        self, stream: trio.SocketStream, headers: dict[str, list[str]], rest: bytes
+    ) -> None:
+        refusal = _check_upgrade(headers)
+        origin = headers.get("origin", [None])[0]
+        negotiated = refusal or negotiate(
+            headers.get("sec-websocket-protocol", []), origin, self.hub.settings.allowed_origins
+        )
+        if isinstance(negotiated, Refusal):
+            extra = "Sec-WebSocket-Version: 13\r\n" if negotiated.status == 426 else ""
+            log.info("refused upgrade from %s: %s", _remote(stream), negotiated.message)
+            await stream.send_all(
+                _http_response(
+                    negotiated.status,
+                    _REASONS[negotiated.status],
+                    {"error": negotiated.error, "message": negotiated.message},
+                    extra,
+                )
+            )
+            await stream.aclose()
+            return
+        codec, subprotocol = negotiated
+        key = headers["sec-websocket-key"][0]
+        response = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
+        )
+        if subprotocol is not None:
+            response += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+        await stream.send_all((response + "\r\n").encode("latin-1"))
+        transport = LeanTransport(
+            stream, text=codec.text, max_message=self.hub.settings.max_message_bytes, pending=rest
+        )
+        await self.hub.serve_connection(transport, codec, _remote(stream))
+
+
+def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
+    connection = ",".join(headers.get("connection", [])).lower()
+    if "upgrade" not in [token.strip() for token in connection.split(",")]:
+        return Refusal(400, "bad-upgrade", "a WebSocket upgrade needs 'Connection: Upgrade'")
+    if headers.get("sec-websocket-version", [""])[0] != "13":
+        return Refusal(426, "bad-upgrade", "only WebSocket version 13 is supported")
+    key = headers.get("sec-websocket-key", [""])[0]
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        return Refusal(400, "bad-upgrade", "Sec-WebSocket-Key must be 16 bytes in base64")
+    return None
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"

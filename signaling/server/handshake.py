@@ -1,0 +1,53 @@
+"""What both WebSocket paths decide at the upgrade: origin and encoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..codec import Codec
+    from ..frames import ClientFrame
+
+__all__ = ["Refusal", "negotiate", "origin_allowed"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An upgrade we refuse, answered as HTTP ``status`` with a JSON body."""
+
+    status: int
+    error: str
+    message: str
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """Exact-match origin check; no ``Origin`` (native apps, servers) passes."""
+    if not allowed or origin is None or "*" in allowed:
+        return True
+    return origin in allowed
+
+
+def negotiate(
+    offered: Iterable[str], origin: str | None, allowed_origins: tuple[str, ...]
+) -> tuple[Codec[ClientFrame], str | None] | Refusal:
+    """The codec and the subprotocol to echo (None: the client offered none)."""
+    if not origin_allowed(origin, allowed_origins):
+        return Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+    protocols = [p.strip() for header in offered for p in header.split(",") if p.strip()]
+    if not protocols:
+        return CLIENT_CODECS[JSON_SUBPROTOCOL], None
+    for protocol in protocols:
+        codec = CLIENT_CODECS.get(protocol)
+        if codec is not None:
+            return codec, protocol
+    return Refusal(
+        400,
+        "unsupported-subprotocol",
+        f"none of the offered subprotocols {protocols} is supported; "
+        f"offer {' or '.join(CLIENT_CODECS)}",
+    )

@@ -1,0 +1,87 @@
+"""A connection's bounded outbound queue, drained whole by its writer task."""
+
+from __future__ import annotations
+
+import trio
+
+__all__ = ["Outbox"]
+
+
+def _abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
+class Outbox:
+    """Encoded messages waiting for one connection's writer.
+
+    `put` never blocks: it is called from other connections' reader tasks as
+    they route frames. It returns False once the queue holds more than
+    ``max_frames`` messages or ``max_bytes`` bytes: the receiver is not
+    reading, and the caller disconnects it instead of dropping a frame
+    silently. `take` hands the writer everything queued at once, so one
+    wake-up and one socket write carry a whole burst.
+    """
+
+    __slots__ = ("_bytes", "_items", "_waiter", "closed", "control", "max_bytes", "max_frames")
+
+    def __init__(self, *, max_frames: int, max_bytes: int) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._items: list[bytes] = []
+        self._bytes = 0
+        self._waiter: trio.lowlevel.Task | None = None
+        self.control: list[bytes] = []
+        """Transport-level frames (pongs) that go out before queued messages."""
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting to be written."""
+        return self._bytes
+
+    def put(self, message: bytes) -> bool:
+        """Queue ``message``; False if the queue is over its bounds (or closed)."""
+        if self.closed:
+            return False
+        self._items.append(message)
+        self._bytes += len(message)
+        self._wake()
+        return len(self._items) <= self.max_frames and self._bytes <= self.max_bytes
+
+    def put_control(self, frame: bytes) -> None:
+        """Queue a transport control frame."""
+        self.control.append(frame)
+        self._wake()
+
+    def close(self) -> None:
+        """No more messages; wakes the writer so it can finish."""
+        self.closed = True
+        self._wake()
+
+    def clear(self) -> None:
+        """Drop everything queued (the receiver is being disconnected)."""
+        self._items = []
+        self._bytes = 0
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    async def take(self) -> list[bytes]:
+        """Wait until something is queued or the outbox closes; return all queued."""
+        if not self._items and not self.control and not self.closed:
+            self._waiter = trio.lowlevel.current_task()
+            try:
+                await trio.lowlevel.wait_task_rescheduled(_abort)
+            finally:
+                self._waiter = None
+        items = self._items
+        if items:
+            self._items = []
+            self._bytes = 0
+        return items

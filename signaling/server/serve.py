@@ -1,0 +1,93 @@
+"""`serve`: the whole server in one trio process on one port."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import wrap_app
+
+from ..errors import CloseCode
+from .app import create_app
+from .front import FrontDoor
+from .hub import Hub
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .config import Settings
+
+__all__ = ["hypercorn_config", "hypercorn_values", "serve"]
+
+log = logging.getLogger("signaling.serve")
+
+
+def hypercorn_values(settings: Settings) -> dict[str, Any]:
+    """Our replacements for hypercorn's defaults."""
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        "backlog": settings.backlog,
+        "graceful_timeout": settings.graceful_timeout,
+        "websocket_max_message_size": settings.max_message_bytes,
+        "websocket_ping_interval": settings.ping_interval,
+        "keep_alive_timeout": 75.0,
+        "accesslog": None,
+    }
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    """A hypercorn ``Config`` carrying our values."""
+    return Config.from_mapping(hypercorn_values(settings))
+
+
+async def serve(
+    settings: Settings,
+    *,
+    hub: Hub | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve HTTP and ``/ws`` on one port until ``shutdown_trigger`` returns.
+
+    Reports the bound port through ``task_status`` (use ``nursery.start``).
+    On shutdown it stops accepting, closes every WebSocket with 1001 and
+    waits up to ``graceful_timeout`` for them to finish.
+    """
+    hub = hub if hub is not None else Hub(settings)
+    app = wrap_app(create_app(settings, hub=hub), 0, "asgi")
+    config = hypercorn_config(settings)
+    context = WorkerContext(None)
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(app, config, state)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        listeners = await trio.open_tcp_listeners(
+            settings.port, host=settings.host or None, backlog=settings.backlog
+        )
+        port: int = listeners[0].socket.getsockname()[1]
+        front = FrontDoor(hub, app, config, context, state)
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(
+                    partial(trio.serve_listeners, front.handle, listeners, handler_nursery=handlers)
+                )
+                log.info("listening on http://%s:%d (WebSocket at /ws)", settings.host, port)
+                task_status.started(port)
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            log.info("shutting down: closing %d connections", len(hub.connections))
+            await context.terminated.set()
+            hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+            with trio.move_on_after(settings.graceful_timeout):
+                await hub.wait_closed()
+            handlers.cancel_scope.cancel()
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -1,0 +1,226 @@
+"""A lean, sans-IO WebSocket (RFC 6455) server codec for ``/ws``.
+
+Why not wsproto on the hot path: wsproto builds an event object per frame
+and a bytes object per send; this module parses every complete frame of a
+read in one loop and frames a whole batch of outgoing messages into one
+buffer. It implements exactly what a server needs: masked client frames,
+fragmentation, ping/pong, the close handshake, a message-size limit checked
+from the frame header (the payload is never buffered past the limit), and
+no extensions (permessage-deflate is never negotiated). Tests check it
+against wsproto frame for frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from typing import Final
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "FrameParser",
+    "ProtocolError",
+    "accept_key",
+    "close_frame",
+    "encode_frames",
+    "frame",
+]
+
+OP_CONTINUATION: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_DATA_OPCODES: Final = frozenset((OP_TEXT, OP_BINARY))
+_CONTROL_OPCODES: Final = frozenset((OP_CLOSE, OP_PING, OP_PONG))
+# RFC 6455 section 7.4: codes a peer may send in a close frame.
+_NEVER_SENT_CODES: Final = frozenset((1004, 1005, 1006, 1015))
+
+
+class ProtocolError(Exception):
+    """The client broke RFC 6455; close the connection with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
+    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    n = len(payload)
+    if n == 0:
+        return b""
+    key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+
+
+class FrameParser:
+    """Turns bytes from a client into complete messages and control frames.
+
+    `feed` returns a list of ``(opcode, payload)``: ``OP_TEXT``/``OP_BINARY``
+    with a whole (defragmented) message, ``OP_PING``/``OP_PONG`` with their
+    payload, ``OP_CLOSE`` with ``(code, reason)`` encoded as the raw close
+    payload. It raises `ProtocolError` for anything RFC 6455 forbids, and for
+    a message over ``max_message`` bytes (code 1009).
+    """
+
+    __slots__ = ("_buffer", "_fragments", "_fragments_opcode", "_fragments_size", "max_message")
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._buffer = b""
+        self._fragments: list[bytes] = []
+        self._fragments_opcode = 0
+        self._fragments_size = 0
+
+    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
+        """Parse ``data`` (appended to any partial frame left from before)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        end = len(data)
+        while end - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if b0 & 0x70:
+                raise ProtocolError(1002, "reserved bits set without a negotiated extension")
+            if not b1 & 0x80:
+                raise ProtocolError(1002, "client frames must be masked")
+            length = b1 & 0x7F
+            header = 6
+            if length == 126:
+                if end - pos < 8:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 126:
+                    raise ProtocolError(1002, "payload length not minimally encoded")
+                header = 8
+            elif length == 127:
+                if end - pos < 14:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                if length >> 63:
+                    raise ProtocolError(1002, "payload length has its high bit set")
+                if length < 65536:
+                    raise ProtocolError(1002, "payload length not minimally encoded")
+                header = 14
+            if opcode in _CONTROL_OPCODES:
+                if length > 125:
+                    raise ProtocolError(1002, "control frame payload over 125 bytes")
+                if not fin:
+                    raise ProtocolError(1002, "fragmented control frame")
+            elif opcode in _DATA_OPCODES:
+                if self._fragments_opcode:
+                    raise ProtocolError(1002, "new message before the fragmented one ended")
+                if length > self.max_message:
+                    raise ProtocolError(1009, f"message over {self.max_message} bytes")
+            elif opcode == OP_CONTINUATION:
+                if not self._fragments_opcode:
+                    raise ProtocolError(1002, "continuation frame without a message to continue")
+                if self._fragments_size + length > self.max_message:
+                    raise ProtocolError(1009, f"message over {self.max_message} bytes")
+            else:
+                raise ProtocolError(1002, f"unknown opcode {opcode:#x}")
+            stop = pos + header + length
+            if stop > end:
+                break
+            payload = _unmask(data[pos + header : stop], data[pos + header - 4 : pos + header])
+            pos = stop
+            if opcode in _DATA_OPCODES:
+                if fin:
+                    out.append((opcode, payload))
+                else:
+                    self._fragments_opcode = opcode
+                    self._fragments = [payload]
+                    self._fragments_size = length
+            elif opcode == OP_CONTINUATION:
+                self._fragments.append(payload)
+                self._fragments_size += length
+                if fin:
+                    out.append((self._fragments_opcode, b"".join(self._fragments)))
+                    self._fragments_opcode = 0
+                    self._fragments = []
+                    self._fragments_size = 0
+            else:
+                if opcode == OP_CLOSE:
+                    _check_close_payload(payload)
+                out.append((opcode, payload))
+        if pos < end:
+            self._buffer = data[pos:]
+        return out
+
+
+def _check_close_payload(payload: bytes) -> None:
+    if not payload:
+        return
+    if len(payload) == 1:
+        raise ProtocolError(1002, "close frame payload of one byte")
+    code = (payload[0] << 8) | payload[1]
+    if code < 1000 or code >= 5000 or code in _NEVER_SENT_CODES or 1016 <= code < 3000:
+        raise ProtocolError(1002, f"invalid close code {code}")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(1007, "close reason is not valid UTF-8") from None
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """``(code, reason)`` of a close frame's payload (1005 when it has none)."""
+    if len(payload) < 2:
+        return 1005, ""
+    return (payload[0] << 8) | payload[1], payload[2:].decode("utf-8")
+
+
+def _header(opcode: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame."""
+    return _header(opcode, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame; the reason is cut to fit the 125-byte control limit."""
+    encoded = reason.encode("utf-8")[:123]
+    while True:
+        try:
+            encoded.decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            encoded = encoded[:-1]
+    return frame(OP_CLOSE, code.to_bytes(2, "big") + encoded)
+
+
+def encode_frames(opcode: int, payloads: list[bytes]) -> list[bytes]:
+    """Header and payload pieces for a batch of messages, ready for one join."""
+    pieces: list[bytes] = []
+    append = pieces.append
+    for payload in payloads:
+        append(_header(opcode, len(payload)))
+        append(payload)
+    return pieces
