@@ -30,7 +30,7 @@ __all__ = [
 JSON_SUBPROTOCOL: Final = "signaling.v1.json"
 MSGPACK_SUBPROTOCOL: Final = "signaling.v1.msgpack"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class _IdProbe(msgspec.Struct):
@@ -57,8 +57,8 @@ def probe_id(payload: bytes | str, *, text: bool) -> str | UnsetType:
     return UNSET
 
 
-class Codec(Generic[T]):
-    """Decodes frames of type ``T`` and encodes any frame, for one subprotocol."""
+class Codec(Generic[_T]):
+    """Decodes frames of type ``_T`` and encodes any frame, for one subprotocol."""
 
     __slots__ = ("_decode", "_encode", "subprotocol", "text")
 
@@ -75,14 +75,14 @@ class Codec(Generic[T]):
             self._decode = msgspec.msgpack.Decoder(frame_type).decode
             self._encode = msgspec.msgpack.Encoder().encode
 
-    def decode(self, payload: bytes | str) -> T:
+    def decode(self, payload: bytes | str) -> _T:
         """One frame from one WebSocket message; raises `BadFrame` with the reason.
 
         Invalid UTF-8 in a JSON string raises `UnicodeDecodeError` (the
         transport closes with 1007 for that, as RFC 6455 asks).
         """
         try:
-            frame: T = self._decode(payload)
+            frame: _T = self._decode(payload)
         except msgspec.ValidationError as exc:
             raise BadFrame(f"invalid frame: {exc}") from exc
         except UnicodeDecodeError:
