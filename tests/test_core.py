@@ -97,6 +97,10 @@ def test_leave_replies_and_tells_the_others_once(registry: Registry) -> None:
         SessionLeft(session_id="s", reply_to="l1"),
     ]
     assert alice_box.take() == [UserLeft(session_id="s", user_id="bob")]
+    bob.handle(LeaveSession(session_id="s", id="l2"))
+    [error] = bob_box.take()
+    assert isinstance(error, Error)
+    assert (error.code, error.reply_to) == ("not-in-session", "l2")
     bob.close()
     assert alice_box.take() == []
 

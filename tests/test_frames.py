@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 import pytest
 
-import signaling
 from signaling.codec import CLIENT_CODECS, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, SERVER_CODECS
 from signaling.errors import BadFrame
 from signaling.frames import Offer
@@ -79,7 +78,10 @@ def test_schema_json_matches_the_structs() -> None:
         (b'{"sessionId": "s"}', "missing required field `type`"),
         (b'{"type": "dance"}', "Invalid value 'dance' - at `$.type`"),
         (b'{"type": "join-session"}', "missing required field `sessionId`"),
-        (b'{"type": "join-session", "sessionId": 7}', "Expected `str`, got `int` - at `$.sessionId`"),
+        (
+            b'{"type": "join-session", "sessionId": 7}',
+            "Expected `str`, got `int` - at `$.sessionId`",
+        ),
         (b'{"type": "join-session", "sessionId": ""}', "at `$.sessionId`"),
         (b'{"type": "join-session", "sessionId": "s", "id": "' + b"x" * 65 + b'"}', "`$.id`"),
         (

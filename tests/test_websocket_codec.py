@@ -35,7 +35,9 @@ messages = st.lists(
 )
 
 
-def _client_bytes(items: list[tuple[bool, bytes, int, bool]]) -> tuple[bytes, list[tuple[int, bytes]]]:
+def _client_bytes(
+    items: list[tuple[bool, bytes, int, bool]],
+) -> tuple[bytes, list[tuple[int, bytes]]]:
     """Masked client frames from wsproto, and the events our parser must yield."""
     client = FrameProtocol(client=True, extensions=[])
     wire = bytearray()
@@ -66,7 +68,7 @@ def test_parser_reads_what_wsproto_writes_at_any_split(
     parser = FrameParser(max_message=4 * LIMIT)
     got: list[tuple[int, bytes]] = []
     start = 0
-    for cut in sorted({c % (len(wire) + 1) for c in cuts}) + [len(wire)]:
+    for cut in [*sorted({c % (len(wire) + 1) for c in cuts}), len(wire)]:
         got.extend(parser.feed(wire[start:cut]))
         start = cut
     assert got == expected
@@ -127,7 +129,10 @@ BROKEN = {
     "close code 1005": (_masked(0x88, struct.pack("!H", 1005)), 1002),
     "close code 999": (_masked(0x88, struct.pack("!H", 999)), 1002),
     "close reason not utf-8": (_masked(0x88, struct.pack("!H", 1000) + b"\xff"), 1007),
-    "length not minimal": (_masked(0x81, b"x" * 10, length=bytes([126]) + struct.pack("!H", 10)), 1002),
+    "length not minimal": (
+        _masked(0x81, b"x" * 10, length=bytes([126]) + struct.pack("!H", 10)),
+        1002,
+    ),
 }
 
 

@@ -240,6 +240,25 @@ async def connect(
     server refuses ``auth``.
     """
     subprotocol = JSON_SUBPROTOCOL if encoding == "json" else MSGPACK_SUBPROTOCOL
+    try:
+        async with _connected(url, subprotocol, user_id, token, open_timeout) as client:
+            yield client
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, else the group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def _connected(
+    url: str, subprotocol: str, user_id: str, token: str | None, open_timeout: float
+) -> AsyncIterator[Client]:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(open_timeout):
             ws = await trio_websocket.connect_websocket_url(

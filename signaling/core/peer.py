@@ -108,6 +108,7 @@ class Peer:
         session_id = frame.session_id
         if session_id not in self.sessions:
             raise NotInSession(f"not in session {session_id!r}")
+        self.sessions.discard(session_id)
         self._unseat(session_id)
         self.deliver(SessionLeft(session_id=session_id, reply_to=frame.id))
 
