@@ -64,12 +64,12 @@ async def serve(
     context = WorkerContext(None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
+    listeners = await trio.open_tcp_listeners(
+        settings.port, host=settings.host or None, backlog=settings.backlog
+    )
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
-        listeners = await trio.open_tcp_listeners(
-            settings.port, host=settings.host or None, backlog=settings.backlog
-        )
         port: int = listeners[0].socket.getsockname()[1]
         front = FrontDoor(hub, app, config, context, state)
         async with trio.open_nursery() as handlers:

@@ -1,0 +1,216 @@
+"""The `signaling` command and configuration, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from signaling.client import connect
+from signaling.server.config import SETTINGS, ConfigError, env_example, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signaling", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else clean_env(),
+        cwd=cwd or ROOT,
+        timeout=60,
+    )
+
+
+@asynccontextmanager
+async def running(
+    command: list[str], env: dict[str, str], ready: bytes
+) -> AsyncIterator[tuple[trio.Process, list[bytes]]]:
+    """Start a server process and wait until it prints ``ready`` on stderr."""
+    process = await trio.lowlevel.open_process(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
+    assert process.stderr is not None
+    output: list[bytes] = []
+    try:
+        with trio.fail_after(30):
+            buffer = b""
+            while ready not in buffer:
+                chunk = await process.stderr.receive_some()
+                assert chunk, f"exited early: {buffer.decode()}"
+                buffer += chunk
+        output.append(buffer)
+        yield process, output
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+def test_bad_environment_value_stops_start_up_with_one_line() -> None:
+    result = run_cli("serve", env=clean_env(SIGNALING_SERVER_PORT="abc"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "SIGNALING_SERVER_PORT='abc'" in lines[0]
+    assert "whole number" in lines[0]
+
+
+def test_bad_flag_value_names_the_flag() -> None:
+    result = run_cli("serve", "--max-participants", "0")
+    assert result.returncode == 2
+    assert "--max-participants='0'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_origin_is_explained() -> None:
+    result = run_cli("serve", env=clean_env(ALLOWED_ORIGINS="app.example.com"))
+    assert result.returncode == 2
+    assert "ALLOWED_ORIGINS" in result.stderr
+    assert "https://app.example.com" in result.stderr
+
+
+def test_port_in_use_is_one_line() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
+
+
+def test_precedence_is_flag_then_environment_then_dotenv(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "SIGNALING_SERVER_PORT=4000\nSIGNALING_MAX_PARTICIPANTS=5\nSTUN_URLS=stun:a:1\n"
+    )
+    settings = load_settings(
+        {"port": "6000"},
+        environ={"SIGNALING_SERVER_PORT": "5000", "SIGNALING_MAX_PARTICIPANTS": "7"},
+        env_file=dotenv,
+    )
+    assert settings.port == 6000
+    assert settings.max_participants == 7
+    assert settings.stun_urls == ("stun:a:1",)
+    settings = load_settings(environ={}, env_file=dotenv)
+    assert (settings.port, settings.max_participants) == (4000, 5)
+
+
+def test_dotenv_error_names_the_file(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("STUN_URLS=http://nope\n")
+    with pytest.raises(ConfigError, match=r"STUN_URLS \(in .*\.env\)"):
+        load_settings(environ={}, env_file=dotenv)
+
+
+def test_defaults() -> None:
+    settings = load_settings(environ={}, env_file=None)
+    assert settings.port == 3001
+    assert settings.allowed_origins == ()
+    assert settings.stun_urls == ("stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302")
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    text = (ROOT / ".env.example").read_text()
+    assert text == env_example()
+    for setting in SETTINGS:
+        assert f"{setting.env}={setting.default}\n" in text
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"`{setting.env}`" in readme, setting.env
+        assert f"`{setting.flag}`" in readme, setting.flag
+
+
+async def test_serve_runs_answers_and_exits_0_on_sigterm() -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "signaling",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    async with running(command, clean_env(), b"listening on") as (process, output):
+        assert b"development auth" in output[0]
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{port}/health")
+        assert health.json()["status"] == "ok"
+        async with connect(f"ws://127.0.0.1:{port}/ws", user_id="alice") as alice:
+            await alice.join("s")
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                frames = [frame async for frame in alice]
+            assert frames == []
+            assert alice.closed is not None
+            assert alice.closed.code == 1001
+        with trio.fail_after(15):
+            assert await process.wait() == 0
+
+
+async def test_env_port_is_used() -> None:
+    port = free_port()
+    env = clean_env(SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1")
+    command = [sys.executable, "-m", "signaling", "serve"]
+    async with running(command, env, b"listening on") as (process, _):
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await process.wait() == 0
+
+
+async def test_app_factory_under_the_hypercorn_command() -> None:
+    port = free_port()
+    env = clean_env(SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1")
+    command = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "-k",
+        "trio",
+        "-c",
+        "python:signaling.server.hypercorn_config",
+        "signaling.server.app:create_app()",
+    ]
+    async with running(command, env, b"Running on") as (process, _):
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with connect(url, user_id="alice") as alice, connect(url, user_id="bob") as bob:
+            await alice.join("s")
+            assert (await bob.join("s")).participants == ["alice"]
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await process.wait()
