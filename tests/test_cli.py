@@ -193,7 +193,11 @@ async def test_env_port_is_used() -> None:
 
 async def test_app_factory_under_the_hypercorn_command() -> None:
     port = free_port()
-    env = clean_env(SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1")
+    # hypercorn's ping task outlives a closed WebSocket until its next tick, so
+    # its shutdown waits for the graceful timeout: keep that short here.
+    env = clean_env(
+        SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1", SIGNALING_GRACEFUL_TIMEOUT="1"
+    )
     command = [
         sys.executable,
         "-m",

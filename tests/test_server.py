@@ -472,3 +472,66 @@ async def test_many_clients_in_many_sessions(server: Server) -> None:
 def test_settings_replace_keeps_other_values() -> None:
     changed = Settings().replace(port=9)
     assert (changed.port, changed.max_participants) == (9, Settings().max_participants)
+
+
+class RawClient:
+    """A wsproto client over a bare TCP stream, to see and withhold pongs."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    @classmethod
+    async def open(cls, server: Server, user_id: str, session_id: str) -> RawClient:
+        from wsproto.events import AcceptConnection, Request, TextMessage
+
+        client = cls(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await client.send(Request(host="127.0.0.1", target="/ws"))
+        with trio.fail_after(5):
+            assert isinstance((await client.events())[0], AcceptConnection)
+            await client.send(TextMessage(json.dumps({"type": "auth", "userId": user_id})))
+            join = {"type": "join-session", "sessionId": session_id}
+            await client.send(TextMessage(json.dumps(join)))
+            texts: list[str] = []
+            while len(texts) < 2:
+                texts += [e.data for e in await client.events() if isinstance(e, TextMessage)]
+        assert [json.loads(t)["type"] for t in texts] == ["welcome", "session-joined"]
+        return client
+
+    async def send(self, event: Any) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def events(self) -> list[Any]:
+        data = await self.stream.receive_some(65536)
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1)])
+async def test_silent_client_is_closed_after_missed_pings(server: Server) -> None:
+    async with connect(server.url, user_id="alice") as alice:
+        await alice.join("s")
+        silent = await RawClient.open(server, "silent", "s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="silent")
+        # silent never reads again, so it answers no ping
+        assert await next_frame(alice) == UserLeft(session_id="s", user_id="silent")
+        await silent.stream.aclose()
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1)])
+async def test_client_answering_pings_stays_connected(server: Server) -> None:
+    from wsproto.events import CloseConnection, Ping
+
+    client = await RawClient.open(server, "bob", "s")
+    pings = 0
+    with trio.fail_after(10):
+        while pings < 5:  # five intervals: well past the two-interval deadline
+            for event in await client.events():
+                assert not isinstance(event, CloseConnection)
+                if isinstance(event, Ping):
+                    pings += 1
+                    await client.send(event.response())
+    assert any(c.user_id == "bob" for c in server.hub.connections)
+    await client.stream.aclose()

@@ -130,6 +130,10 @@ class Connection:
         self.close_code = code
         self.close_reason = reason
         self.outbox.close()
+        if self.peer is not None:
+            # Free the seats now, not after the close handshake: the others
+            # hear user-left at once even if this client never answers.
+            self.peer.close()
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
 
