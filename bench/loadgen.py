@@ -1,0 +1,477 @@
+"""Load generator for the signaling server: one JSON line per run.
+
+Starts ``signaling serve`` on 127.0.0.1 pinned to one core, drives it from
+worker processes (trio-websocket clients) pinned to the other cores, and
+reports offered and delivered messages/s, latency percentiles, and the
+server's CPU and RSS. Every loop is bounded in count and time.
+
+    python bench/loadgen.py steady   --pairs 100 --rate 5000 --duration 10
+    python bench/loadgen.py saturate --pairs 50 --window 32 --duration 10
+    python bench/loadgen.py idle     --connections 10000
+    python bench/loadgen.py setup    --calls 1000 --concurrency 50
+
+``--url`` measures a server you started yourself (no CPU/RSS figures then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+import trio_websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_PATHS = [ROOT.parent / "shared" / "fixtures" / "chromium-call.json"]
+DEFLATE = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
+
+
+def load_call() -> dict[str, Any]:
+    for path in FIXTURE_PATHS:
+        if path.exists():
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+    raise SystemExit("chromium-call.json not found in ../shared/fixtures")
+
+
+CALL = load_call()
+CANDIDATE = CALL["offerCandidates"][0]
+
+
+# --- the client side (runs in worker processes) ---------------------------------
+
+
+async def open_user(url: str, user_id: str, session_id: str) -> trio_websocket.WebSocketConnection:
+    """Connect like a browser (offering permessage-deflate), auth and join."""
+    ws = await trio_websocket.connect_websocket_url(
+        NURSERY[0], url, subprotocols=["signaling.v1.json"], extra_headers=DEFLATE
+    )
+    await ws.send_message(json.dumps({"type": "auth", "userId": user_id}))
+    welcome = json.loads(await ws.get_message())
+    assert welcome["type"] == "welcome", welcome
+    await ws.send_message(json.dumps({"type": "join-session", "sessionId": session_id}))
+    while json.loads(await ws.get_message())["type"] != "session-joined":
+        pass
+    return ws
+
+
+NURSERY: list[trio.Nursery] = []
+
+
+def candidate_frame(to: str, session_id: str, stamp: int) -> str:
+    return json.dumps(
+        {
+            "type": "ice-candidate",
+            "to": to,
+            "sessionId": session_id,
+            "id": str(stamp),
+            "data": {"candidate": CANDIDATE},
+        }
+    )
+
+
+async def open_pairs(url: str, first: int, count: int) -> list[tuple[Any, Any, str]]:
+    pairs: list[tuple[Any, Any, str]] = []
+    for n in range(first, first + count):
+        session = f"s{n}"
+        a = await open_user(url, f"a{n}", session)
+        b = await open_user(url, f"b{n}", session)
+        await a.get_message()  # user-joined b
+        pairs.append((a, b, session))
+    return pairs
+
+
+async def steady_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
+    """Each user sends candidate frames to its partner on a fixed schedule."""
+    pairs = await open_pairs(cfg["url"], cfg["first"], cfg["count"])
+    users = [
+        (a, f"b{n}", s) for n, (a, _, s) in zip(range(cfg["first"], 10**9), pairs, strict=False)
+    ]
+    users += [
+        (b, f"a{n}", s) for n, (_, b, s) in zip(range(cfg["first"], 10**9), pairs, strict=False)
+    ]
+    interval = len(users) / cfg["worker_rate"] if cfg["worker_rate"] else 0.0
+    latencies: list[int] = []
+    counts = {"sent": 0, "received": 0}
+    all_sent = False
+    drained = trio.Event()
+    conn.send("ready")
+    start_at = conn.recv()
+    end = start_at + cfg["duration"]
+    saturate = cfg["mode"] == "saturate"
+
+    async def sender(ws: Any, to: str, session: str, offset: float, sem: Any) -> None:
+        await trio.sleep_until(_trio_deadline(start_at + offset))
+        n = 0
+        while True:
+            scheduled = start_at + offset + n * interval
+            if (time.perf_counter() if sem is not None else scheduled) >= end:
+                return
+            if sem is not None:
+                await sem.acquire()
+            else:
+                await trio.sleep_until(_trio_deadline(scheduled))
+            stamp = time.perf_counter_ns() if sem is not None else int(scheduled * 1e9)
+            await ws.send_message(candidate_frame(to, session, stamp))
+            counts["sent"] += 1
+            n += 1
+
+    async def receiver(ws: Any, sem: Any) -> None:
+        while True:
+            frame = json.loads(await ws.get_message())
+            latencies.append(time.perf_counter_ns() - int(frame["id"]))
+            counts["received"] += 1
+            if sem is not None:
+                sem.release()
+            if all_sent and counts["received"] >= counts["sent"]:
+                drained.set()
+
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as inner:
+            for i, (ws, to, session) in enumerate(users):
+                sem = trio.Semaphore(cfg["window"]) if saturate else None
+                # the partner's receiver releases this sender's window
+                nursery.start_soon(receiver, _partner_ws(users, i), sem)
+                inner.start_soon(sender, ws, to, session, i * interval / len(users), sem)
+        all_sent = True
+        if counts["received"] >= counts["sent"]:
+            drained.set()
+        with trio.move_on_at(_trio_deadline(end + 2.0)):
+            await drained.wait()
+        nursery.cancel_scope.cancel()
+    return {"sent": counts["sent"], "received": counts["received"], "latencies": latencies}
+
+
+def _partner_ws(users: list[tuple[Any, str, str]], i: int) -> Any:
+    half = len(users) // 2
+    return users[i + half][0] if i < half else users[i - half][0]
+
+
+def _trio_deadline(wall: float) -> float:
+    return trio.current_time() + (wall - time.perf_counter())
+
+
+async def idle_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
+    pairs = await open_pairs(cfg["url"], cfg["first"], cfg["count"])
+    conn.send("ready")
+    conn.recv()  # measured; hold until told to finish
+    for a, b, _ in pairs:
+        await a.aclose()
+        await b.aclose()
+    return {"connections": 2 * len(pairs)}
+
+
+async def setup_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
+    """Full call set-ups: two users join, offer, answer, 10 candidates each way."""
+    url = cfg["url"]
+    conn.send("ready")
+    start_at = conn.recv()
+    del start_at
+    durations: list[int] = []
+    limiter = trio.Semaphore(cfg["concurrency"])
+    candidates = [dict(CANDIDATE, candidate=f"{CANDIDATE['candidate']} n{i}") for i in range(10)]
+
+    async def one(n: int) -> None:
+        async with limiter:
+            began = time.perf_counter_ns()
+            session = f"call{cfg['first']}-{n}"
+            a = await open_user(url, f"ca{cfg['first']}-{n}", session)
+            b = await open_user(url, f"cb{cfg['first']}-{n}", session)
+            await a.get_message()
+            await a.send_message(
+                json.dumps(
+                    {
+                        "type": "offer",
+                        "to": b_id(cfg, n),
+                        "sessionId": session,
+                        "data": {"sdp": CALL["offer"]},
+                    }
+                )
+            )
+            assert json.loads(await b.get_message())["type"] == "offer"
+            await b.send_message(
+                json.dumps(
+                    {
+                        "type": "answer",
+                        "to": a_id(cfg, n),
+                        "sessionId": session,
+                        "data": {"sdp": CALL["answer"]},
+                    }
+                )
+            )
+            for c in candidates:
+                await a.send_message(
+                    json.dumps(
+                        {
+                            "type": "ice-candidate",
+                            "to": b_id(cfg, n),
+                            "sessionId": session,
+                            "data": {"candidate": c},
+                        }
+                    )
+                )
+                await b.send_message(
+                    json.dumps(
+                        {
+                            "type": "ice-candidate",
+                            "to": a_id(cfg, n),
+                            "sessionId": session,
+                            "data": {"candidate": c},
+                        }
+                    )
+                )
+            assert json.loads(await a.get_message())["type"] == "answer"
+            for _ in candidates:
+                await a.get_message()
+                await b.get_message()
+            durations.append(time.perf_counter_ns() - began)
+            await a.aclose()
+            await b.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for n in range(cfg["count"]):
+            nursery.start_soon(one, n)
+    return {"calls": len(durations), "latencies": durations}
+
+
+def a_id(cfg: dict[str, Any], n: int) -> str:
+    return f"ca{cfg['first']}-{n}"
+
+
+def b_id(cfg: dict[str, Any], n: int) -> str:
+    return f"cb{cfg['first']}-{n}"
+
+
+WORKERS = {
+    "steady": steady_worker,
+    "saturate": steady_worker,
+    "idle": idle_worker,
+    "setup": setup_worker,
+}
+
+
+def worker_main(cfg: dict[str, Any], conn: Any) -> None:
+    if cfg.get("cpus"):
+        os.sched_setaffinity(0, cfg["cpus"])
+
+    async def main() -> dict[str, Any]:
+        async with trio.open_nursery() as nursery:
+            NURSERY.append(nursery)
+            with trio.fail_after(cfg["duration"] + 600):
+                result = await WORKERS[cfg["mode"]](cfg, conn)
+            nursery.cancel_scope.cancel()
+        return result
+
+    conn.send(trio.run(main))
+
+
+# --- the orchestrator ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(port: int, cpus: list[int], extra: list[str]) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "signaling",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    os.sched_setaffinity(process.pid, cpus)
+    assert process.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("server did not start")
+
+
+def percentile(values: list[int], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ncpu = os.cpu_count() or 2
+    server_cpus = [0]
+    client_cpus = [c for c in range(ncpu) if c not in server_cpus] or [0]
+    server = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        server = start_server(port, server_cpus, args.server_arg)
+        url = f"ws://127.0.0.1:{port}/ws"
+    proc = psutil.Process(server.pid) if server else None
+    baseline = proc.memory_info().rss if proc else 0
+    try:
+        units = {
+            "steady": args.pairs,
+            "saturate": args.pairs,
+            "idle": args.connections // 2,
+            "setup": args.calls,
+        }[args.scenario]
+        workers = max(1, min(args.workers, units))
+        per = [units // workers + (1 if i < units % workers else 0) for i in range(workers)]
+        pipes = []
+        procs = []
+        first = 0
+        for i in range(workers):
+            cfg = {
+                "mode": args.scenario,
+                "url": url,
+                "first": first,
+                "count": per[i],
+                "duration": args.duration,
+                "worker_rate": args.rate * per[i] / units if args.scenario == "steady" else 0,
+                "window": args.window,
+                "concurrency": max(1, args.concurrency // workers),
+                "cpus": client_cpus,
+            }
+            first += per[i]
+            parent, child = multiprocessing.Pipe()
+            p = multiprocessing.Process(target=worker_main, args=(cfg, child), daemon=True)
+            p.start()
+            pipes.append(parent)
+            procs.append(p)
+        for parent in pipes:
+            if not parent.poll(600):
+                raise SystemExit("a worker did not get ready in time")
+            assert parent.recv() == "ready"
+        result: dict[str, Any] = {"scenario": args.scenario, "commit": commit(), "workers": workers}
+        if args.scenario == "idle":
+            time.sleep(1.0)  # let the last frames settle before sampling
+            if proc:
+                rss = proc.memory_info().rss
+                result["server_rss_mib"] = round(rss / 2**20, 1)
+                per_connection = (rss - baseline) / 1024 / args.connections
+                result["rss_per_connection_kib"] = round(per_connection, 1)
+            result["connections"] = args.connections
+            for parent in pipes:
+                parent.send("done")
+            for parent in pipes:
+                parent.recv()
+            return result
+        cpu_before = proc.cpu_times() if proc else None
+        wall_before = time.perf_counter()
+        start_at = time.perf_counter() + 0.5
+        for parent in pipes:
+            parent.send(start_at)
+        outcomes = []
+        for parent in pipes:
+            if not parent.poll(args.duration + 900):
+                raise SystemExit("a worker did not finish in time")
+            outcomes.append(parent.recv())
+        wall = time.perf_counter() - wall_before
+        if proc and cpu_before:
+            cpu_after = proc.cpu_times()
+            used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+            result["server_cpu_percent"] = round(100 * used / wall, 1)
+            result["server_rss_mib"] = round(proc.memory_info().rss / 2**20, 1)
+        latencies = [v for o in outcomes for v in o.get("latencies", [])]
+        if args.scenario == "setup":
+            calls = sum(o["calls"] for o in outcomes)
+            result.update(
+                calls=calls, setups_per_s=round(calls / wall, 1), concurrency=args.concurrency
+            )
+            result.update(
+                setup_p50_ms=round(percentile(latencies, 0.5), 2),
+                setup_p99_ms=round(percentile(latencies, 0.99), 2),
+            )
+            return result
+        sent = sum(o["sent"] for o in outcomes)
+        received = sum(o["received"] for o in outcomes)
+        result.update(
+            pairs=args.pairs,
+            duration_s=args.duration,
+            offered_msgs_per_s=round(sent / args.duration),
+            delivered_msgs_per_s=round(received / args.duration),
+            sent=sent,
+            delivered=received,
+            p50_ms=round(percentile(latencies, 0.5), 2),
+            p99_ms=round(percentile(latencies, 0.99), 2),
+            max_ms=round(max(latencies) / 1e6, 2) if latencies else None,
+        )
+        if args.scenario == "steady":
+            result["target_rate"] = args.rate
+        else:
+            result["window"] = args.window
+        return result
+    finally:
+        if server:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenario", choices=["steady", "saturate", "idle", "setup"])
+    parser.add_argument("--url", help="an already running server's ws:// URL")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument(
+        "--rate", type=float, default=5000, help="steady: messages/s offered in all"
+    )
+    parser.add_argument(
+        "--window", type=int, default=16, help="saturate: messages in flight per user"
+    )
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra flag for signaling serve"
+    )
+    parser.add_argument("--output", help="append the JSON line to this file too")
+    args = parser.parse_args()
+    line = json.dumps(run(args))
+    print(line)
+    if args.output:
+        with open(args.output, "a") as out:
+            out.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
