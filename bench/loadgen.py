@@ -16,6 +16,7 @@ server's CPU and RSS. Every loop is bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import multiprocessing
@@ -24,8 +25,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import trio
@@ -51,11 +54,108 @@ CANDIDATE = CALL["offerCandidates"][0]
 # --- the client side (runs in worker processes) ---------------------------------
 
 
-async def open_user(url: str, user_id: str, session_id: str) -> trio_websocket.WebSocketConnection:
+class RawClient:
+    """A minimal RFC 6455 client for ``--client raw``: no reader task, batched reads.
+
+    Each message is still one masked frame in one write, as a browser sends
+    it; only the generator's own per-message cost is smaller, so that it can
+    outrun the server it measures.
+    """
+
+    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
+        self.stream = stream
+        self.buffer = leftover
+        self.pending: deque[str] = deque()
+        self.pongs: list[bytes] = []
+        self.key = os.urandom(4)
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        parsed = urlsplit(url)
+        stream = await trio.open_tcp_stream(parsed.hostname or "127.0.0.1", parsed.port or 80)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: signaling.v1.json\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+        return cls(stream, rest)
+
+    def _mask(self, payload: bytes) -> bytes:
+        n = len(payload)
+        key = int.from_bytes((self.key * (n // 4 + 1))[:n], "little")
+        masked = (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+        if n < 126:
+            header = bytes((0x81, 0x80 | n))
+        elif n < 65536:
+            header = bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 0xFF)) + n.to_bytes(8, "big")
+        return header + self.key + masked
+
+    async def send_message(self, text: str) -> None:
+        await self.stream.send_all(self._mask(text.encode()))
+
+    async def get_message(self) -> str:
+        while not self.pending:
+            if self.buffer:
+                self._parse()
+                if self.pending:
+                    break
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self.buffer += chunk
+            self._parse()
+            for pong in self.pongs:
+                await self.stream.send_all(pong)
+            self.pongs.clear()
+        return self.pending.popleft()
+
+    def _parse(self) -> None:
+        data, pos, end = self.buffer, 0, len(self.buffer)
+        while end - pos >= 2:
+            opcode, length, start = data[pos] & 0x0F, data[pos + 1] & 0x7F, pos + 2
+            if length == 126:
+                length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+            elif length == 127:
+                length, start = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
+            if start > end or start + length > end:
+                break
+            payload = data[start : start + length]
+            pos = start + length
+            if opcode == 0x1:
+                self.pending.append(payload.decode())
+            elif opcode == 0x9:
+                self.pongs.append(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            elif opcode == 0x8:
+                raise ConnectionError(f"server closed: {payload[:2].hex()}")
+        self.buffer = data[pos:]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def open_user(url: str, user_id: str, session_id: str) -> Any:
     """Connect like a browser (offering permessage-deflate), auth and join."""
-    ws = await trio_websocket.connect_websocket_url(
-        NURSERY[0], url, subprotocols=["signaling.v1.json"], extra_headers=DEFLATE
-    )
+    ws: Any
+    if CLIENT[0] == "raw":
+        ws = await RawClient.connect(url)
+    else:
+        ws = await trio_websocket.connect_websocket_url(
+            NURSERY[0], url, subprotocols=["signaling.v1.json"], extra_headers=DEFLATE
+        )
     await ws.send_message(json.dumps({"type": "auth", "userId": user_id}))
     welcome = json.loads(await ws.get_message())
     assert welcome["type"] == "welcome", welcome
@@ -66,6 +166,7 @@ async def open_user(url: str, user_id: str, session_id: str) -> trio_websocket.W
 
 
 NURSERY: list[trio.Nursery] = []
+CLIENT = ["trio-websocket"]
 
 
 def candidate_frame(to: str, session_id: str, stamp: int) -> str:
@@ -164,10 +265,7 @@ def _trio_deadline(wall: float) -> float:
 async def idle_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
     pairs = await open_pairs(cfg["url"], cfg["first"], cfg["count"])
     conn.send("ready")
-    conn.recv()  # measured; hold until told to finish
-    for a, b, _ in pairs:
-        await a.aclose()
-        await b.aclose()
+    conn.recv()  # measured; hold until told to finish (the process exit closes them)
     return {"connections": 2 * len(pairs)}
 
 
@@ -263,6 +361,8 @@ WORKERS = {
 def worker_main(cfg: dict[str, Any], conn: Any) -> None:
     if cfg.get("cpus"):
         os.sched_setaffinity(0, cfg["cpus"])
+
+    CLIENT[0] = cfg["client"]
 
     async def main() -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
@@ -364,6 +464,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "window": args.window,
                 "concurrency": max(1, args.concurrency // workers),
                 "cpus": client_cpus,
+                "client": args.client,
             }
             first += per[i]
             parent, child = multiprocessing.Pipe()
@@ -375,7 +476,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not parent.poll(600):
                 raise SystemExit("a worker did not get ready in time")
             assert parent.recv() == "ready"
-        result: dict[str, Any] = {"scenario": args.scenario, "commit": commit(), "workers": workers}
+        result: dict[str, Any] = {
+            "scenario": args.scenario,
+            "commit": commit(),
+            "client": args.client,
+            "workers": workers,
+        }
         if args.scenario == "idle":
             time.sleep(1.0)  # let the last frames settle before sampling
             if proc:
@@ -450,6 +556,12 @@ def main() -> None:
     parser.add_argument("scenario", choices=["steady", "saturate", "idle", "setup"])
     parser.add_argument("--url", help="an already running server's ws:// URL")
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=["trio-websocket", "raw"],
+        default="trio-websocket",
+        help="raw: a minimal client that costs the generator less per message",
+    )
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument(
         "--rate", type=float, default=5000, help="steady: messages/s offered in all"
