@@ -535,3 +535,33 @@ async def test_client_answering_pings_stays_connected(server: Server) -> None:
                     await client.send(event.response())
     assert any(c.user_id == "bob" for c in server.hub.connections)
     await client.stream.aclose()
+
+
+async def test_a_bug_in_one_connection_closes_only_that_connection(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signaling.core import Peer
+
+    original = Peer.handle
+
+    def handle(self: Peer, frame: Any) -> None:
+        if getattr(frame, "session_id", None) == "boom":
+            raise RuntimeError("injected bug")
+        original(self, frame)
+
+    monkeypatch.setattr(Peer, "handle", handle)
+    async with (
+        connect(server.url, user_id="alice") as alice,
+        connect(server.url, user_id="bob") as bob,
+        raw(server) as victim,
+    ):
+        await alice.join("s")
+        await bob.join("s")
+        await next_frame(alice)
+        await victim.send_message(json.dumps({"type": "auth", "userId": "victim"}))
+        await victim.get_message()
+        await victim.send_message(json.dumps({"type": "join-session", "sessionId": "boom"}))
+        code, _ = await closed_with(victim)
+        assert code == 1011
+        await alice.send_offer("bob", "s", CALL["offer"])
+        assert isinstance(await next_frame(bob), RelayedOffer)

@@ -183,6 +183,10 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._scope is not None:
                 self._scope.cancel()
+        except Exception:
+            log.exception("%s %s: writer failed; closing", self.connection_id, self.user_id)
+            if self._scope is not None:
+                self._scope.cancel()
 
     async def _read_loop(self) -> None:
         transport = self.transport
@@ -212,6 +216,9 @@ class Connection:
             self.close(exc.code, exc.reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        except Exception:
+            log.exception("%s %s: internal error; closing", self.connection_id, self.user_id)
+            self.close(CloseCode.INTERNAL, "internal error")
 
     async def _drain(self) -> None:
         """After our close frame: read until the client's close frame or EOF."""

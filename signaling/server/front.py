@@ -230,6 +230,11 @@ class FrontDoor:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+        except Exception:
+            # A bug in one connection must never take the node down.
+            log.exception("connection from %s failed", _remote(stream))
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
     async def _read_head(self, stream: trio.SocketStream) -> tuple[bytes | None, bytes]:
         buffer = b""

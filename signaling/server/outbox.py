@@ -7,10 +7,6 @@ import trio
 __all__ = ["Outbox"]
 
 
-def _abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
 class Outbox:
     """Encoded messages waiting for one connection's writer.
 
@@ -66,6 +62,12 @@ class Outbox:
         self._items = []
         self._bytes = 0
 
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        # Called synchronously when the writer is cancelled: from here on a
+        # put() must not reschedule it a second time.
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -76,10 +78,7 @@ class Outbox:
         """Wait until something is queued or the outbox closes; return all queued."""
         if not self._items and not self.control and not self.closed:
             self._waiter = trio.lowlevel.current_task()
-            try:
-                await trio.lowlevel.wait_task_rescheduled(_abort)
-            finally:
-                self._waiter = None
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
         items = self._items
         if items:
             self._items = []
