@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,10 @@ class RawClient:
     outrun the server it measures.
     """
 
-    def __init__(self, stream: trio.SocketStream, leftover: bytes) -> None:
+    def __init__(self, stream: trio.SocketStream, leftover: bytes, deflate: bool) -> None:
         self.stream = stream
+        # Like a browser, accept permessage-deflate when the server picks it.
+        self.inflater = zlib.decompressobj(-15) if deflate else None
         self.buffer = leftover
         self.pending: deque[str] = deque()
         self.pongs: list[bytes] = []
@@ -90,7 +93,8 @@ class RawClient:
         head, _, rest = data.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.decode(errors="replace"))
-        return cls(stream, rest)
+        deflate = b"permessage-deflate" in head.lower()
+        return cls(stream, rest, deflate)
 
     def _mask(self, payload: bytes) -> bytes:
         n = len(payload)
@@ -126,6 +130,7 @@ class RawClient:
     def _parse(self) -> None:
         data, pos, end = self.buffer, 0, len(self.buffer)
         while end - pos >= 2:
+            compressed = data[pos] & 0x40
             opcode, length, start = data[pos] & 0x0F, data[pos + 1] & 0x7F, pos + 2
             if length == 126:
                 length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
@@ -136,6 +141,8 @@ class RawClient:
             payload = data[start : start + length]
             pos = start + length
             if opcode == 0x1:
+                if compressed and self.inflater is not None:
+                    payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
                 self.pending.append(payload.decode())
             elif opcode == 0x9:
                 self.pongs.append(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
@@ -385,23 +392,43 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int, cpus: list[int], extra: list[str]) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "signaling",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
-    os.sched_setaffinity(process.pid, cpus)
-    assert process.stderr is not None
+def start_server(
+    kind: str, port: int, cpus: list[int], extra: list[str]
+) -> subprocess.Popen[bytes]:
+    if kind == "hypercorn":
+        command = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "-k",
+            "trio",
+            "-c",
+            "python:signaling.server.hypercorn_config",
+            "--bind",
+            f"127.0.0.1:{port}",
+            *extra,
+            "signaling.server.app:create_app()",
+        ]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "signaling",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),  # children inherit it
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -411,6 +438,22 @@ def start_server(port: int, cpus: list[int], extra: list[str]) -> subprocess.Pop
             time.sleep(0.05)
     process.kill()
     raise SystemExit("server did not start")
+
+
+class ServerTree:
+    """The server process and its children (hypercorn runs its worker in one)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+
+    def _all(self) -> list[psutil.Process]:
+        return [self.root, *self.root.children(recursive=True)]
+
+    def rss(self) -> int:
+        return sum(p.memory_info().rss for p in self._all())
+
+    def cpu(self) -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in self._all()))
 
 
 def percentile(values: list[int], q: float) -> float:
@@ -437,10 +480,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url
     if url is None:
         port = free_port()
-        server = start_server(port, server_cpus, args.server_arg)
+        server = start_server(args.server, port, server_cpus, args.server_arg)
         url = f"ws://127.0.0.1:{port}/ws"
-    proc = psutil.Process(server.pid) if server else None
-    baseline = proc.memory_info().rss if proc else 0
+    proc = ServerTree(server.pid) if server else None
+    baseline = proc.rss() if proc else 0
     try:
         units = {
             "steady": args.pairs,
@@ -479,13 +522,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {
             "scenario": args.scenario,
             "commit": commit(),
+            "server": args.server if args.url is None else args.url,
             "client": args.client,
             "workers": workers,
         }
         if args.scenario == "idle":
             time.sleep(1.0)  # let the last frames settle before sampling
             if proc:
-                rss = proc.memory_info().rss
+                rss = proc.rss()
                 result["server_rss_mib"] = round(rss / 2**20, 1)
                 per_connection = (rss - baseline) / 1024 / args.connections
                 result["rss_per_connection_kib"] = round(per_connection, 1)
@@ -495,7 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for parent in pipes:
                 parent.recv()
             return result
-        cpu_before = proc.cpu_times() if proc else None
+        cpu_before = proc.cpu() if proc else None
         wall_before = time.perf_counter()
         start_at = time.perf_counter() + 0.5
         for parent in pipes:
@@ -506,11 +550,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit("a worker did not finish in time")
             outcomes.append(parent.recv())
         wall = time.perf_counter() - wall_before
-        if proc and cpu_before:
-            cpu_after = proc.cpu_times()
-            used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-            result["server_cpu_percent"] = round(100 * used / wall, 1)
-            result["server_rss_mib"] = round(proc.memory_info().rss / 2**20, 1)
+        if proc and cpu_before is not None:
+            result["server_cpu_percent"] = round(100 * (proc.cpu() - cpu_before) / wall, 1)
+            result["server_rss_mib"] = round(proc.rss() / 2**20, 1)
         latencies = [v for o in outcomes for v in o.get("latencies", [])]
         if args.scenario == "setup":
             calls = sum(o["calls"] for o in outcomes)
@@ -556,6 +598,12 @@ def main() -> None:
     parser.add_argument("scenario", choices=["steady", "saturate", "idle", "setup"])
     parser.add_argument("--url", help="an already running server's ws:// URL")
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument(
+        "--server",
+        choices=["signaling", "hypercorn"],
+        default="signaling",
+        help="hypercorn: the ASGI app factory under plain hypercorn (its own /ws path)",
+    )
     parser.add_argument(
         "--client",
         choices=["trio-websocket", "raw"],
