@@ -162,3 +162,12 @@ async def test_a_half_sent_request_head_does_not_block_others(server: Server) ->
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(backlog=1234)])
+async def test_listen_backlog_is_ours_not_hypercorns(server: Server) -> None:
+    # ss shows a listening socket's accept-queue limit as Send-Q.
+    result = await trio.run_process(["ss", "-ltnH", f"sport = :{server.port}"], capture_stdout=True)
+    columns = result.stdout.decode().split()
+    assert columns[0] == "LISTEN"
+    assert int(columns[2]) == 1234
