@@ -40,7 +40,7 @@ class CountingStream(trio.abc.HalfCloseableStream):
 
 
 async def test_frames_queued_in_one_tick_go_out_in_one_write() -> None:
-    server_side, client_side = trio.testing.memory_stream_pair()
+    server_side, _client_side = trio.testing.memory_stream_pair()
     stream = CountingStream(server_side)
     hub = Hub(TEST_SETTINGS)
     codec = CLIENT_CODECS[JSON_SUBPROTOCOL]
