@@ -480,7 +480,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url
     if url is None:
         port = free_port()
-        server = start_server(args.server, port, server_cpus, args.server_arg)
+        extra = list(args.server_arg)
+        if args.scenario in {"steady", "saturate"} and args.server == "signaling":
+            extra += ["--rate-limit", "0"]  # these scenarios measure relaying, not the limiter
+        server = start_server(args.server, port, server_cpus, extra)
         url = f"ws://127.0.0.1:{port}/ws"
     proc = ServerTree(server.pid) if server else None
     baseline = proc.rss() if proc else 0

@@ -45,7 +45,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-TEST_SETTINGS = Settings(host="127.0.0.1", port=0, graceful_timeout=5.0)
+TEST_SETTINGS = Settings(host="127.0.0.1", port=0, graceful_timeout=5.0, rate_limit=0)
+"""Rate limiting is off here; the tests of rate limits turn it on."""
 
 
 @pytest.fixture

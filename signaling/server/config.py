@@ -44,6 +44,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of messages per second (0 turns it off)") from None
+    if value < 0:
+        raise ValueError("expected a number of messages per second of 0 or more")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text.strip())
@@ -130,6 +140,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Seats per session; one more join gets session-full.",
     ),
     Setting(
+        "rate_limit",
+        "SIGNALING_RATE_LIMIT",
+        "--rate-limit",
+        "10",
+        _rate,
+        "Frames per second each user may send, over all its connections; 0 turns it off.",
+    ),
+    Setting(
+        "rate_burst",
+        "SIGNALING_RATE_BURST",
+        "--rate-burst",
+        "50",
+        _positive_int,
+        "Frames a user may send at once before the rate applies (a call set-up's ICE burst).",
+    ),
+    Setting(
+        "flood_strikes",
+        "SIGNALING_FLOOD_STRIKES",
+        "--flood-strikes",
+        "20",
+        _positive_int,
+        "Refused frames in a row after which a flooding connection is closed with 4429.",
+    ),
+    Setting(
         "auth_timeout",
         "SIGNALING_AUTH_TIMEOUT",
         "--auth-timeout",
@@ -208,6 +242,9 @@ class Settings:
         "stun:stun1.l.google.com:19302",
     )
     max_participants: int = 16
+    rate_limit: float = 10.0
+    rate_burst: int = 50
+    flood_strikes: int = 20
     auth_timeout: float = 10.0
     max_message_bytes: int = 65536
     outbox_frames: int = 512

@@ -12,6 +12,7 @@ seats so the others hear ``user-left`` exactly once.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,12 +21,13 @@ import trio
 from ..codec import probe_id
 from ..core import Peer
 from ..errors import BadFrame, CloseCode, SignalingError, Unauthorized
-from ..frames import Auth, JoinSession, Welcome
+from ..frames import Auth, Error, JoinSession, Welcome
 from .outbox import Outbox
 from .websocket import ProtocolError
 
 if TYPE_CHECKING:
     from ..codec import Codec
+    from ..core import TokenBucket
     from ..frames import ClientFrame, ServerFrame
     from .hub import Hub
 
@@ -76,6 +78,7 @@ class Connection:
 
     __slots__ = (
         "_scope",
+        "bucket",
         "close_code",
         "close_reason",
         "codec",
@@ -84,6 +87,7 @@ class Connection:
         "outbox",
         "peer",
         "remote",
+        "strikes",
         "transport",
     )
 
@@ -97,6 +101,8 @@ class Connection:
         self.outbox = Outbox(max_frames=settings.outbox_frames, max_bytes=settings.outbox_bytes)
         transport.outbox = self.outbox
         self.peer: Peer | None = None
+        self.bucket: TokenBucket | None = None
+        self.strikes = 0
         self.close_code: int | None = None
         self.close_reason = ""
         self._scope: trio.CancelScope | None = None
@@ -159,6 +165,8 @@ class Connection:
             hub.remove(self)
             if self.peer is not None:
                 self.peer.close()
+                if self.bucket is not None:
+                    hub.limiter.release(self.peer.user_id)
                 log.info(
                     "%s %s disconnected (%s)", self.connection_id, self.user_id, self.close_code
                 )
@@ -199,12 +207,21 @@ class Connection:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
             while batch is not None and self.close_code is None:
+                now = trio.current_time()
                 for is_text, payload in batch:
                     frame = self._decode(is_text, payload)
                     if frame is None:
                         if self.close_code is not None:
                             return
                         continue
+                    if self.bucket is not None:
+                        wait = self.bucket.take(now)
+                        if wait:
+                            self._refuse(frame, wait)
+                            if self.close_code is not None:
+                                return
+                            continue
+                        self.strikes = 0
                     if type(frame) is JoinSession:
                         await self._join(frame)
                     else:
@@ -249,6 +266,7 @@ class Connection:
             self.close(CloseCode.UNAUTHORIZED, exc.message)
             return None
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
+        self.bucket = self.hub.limiter.acquire(user_id, trio.current_time())
         ice_servers = await self.hub.ice.ice_servers(user_id)
         log.info("%s %s authenticated from %s", self.connection_id, user_id, self.remote)
         self.deliver(
@@ -264,6 +282,28 @@ class Connection:
             self.deliver(exc.to_frame(frame.id))
             return
         self.peer.handle(frame)
+
+    def _refuse(self, frame: ClientFrame, wait: float) -> None:
+        """Over the rate limit: warn, and close a sender that keeps flooding."""
+        settings = self.hub.settings
+        self.strikes += 1
+        if self.strikes >= settings.flood_strikes:
+            log.warning(
+                "%s %s flooding: %d frames refused in a row; closing",
+                self.connection_id,
+                self.user_id,
+                self.strikes,
+            )
+            self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
+            return
+        self._deliver_now(
+            Error(
+                code="rate-limited",
+                message=f"over {settings.rate_limit:g} frames/s (burst {settings.rate_burst})",
+                reply_to=frame.id,
+                retry_after_ms=math.ceil(wait * 1000),
+            )
+        )
 
     def _deliver_now(self, frame: ServerFrame) -> None:
         self.outbox.put(self.codec.encode(frame))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core import Registry
+from ..core import RateLimiter, Registry
 from ..errors import CloseCode
 from .auth import AllowAll, Authenticator, Authorizer, DevelopmentAuthenticator
 from .connection import Connection
@@ -37,6 +37,7 @@ class Hub:
     ) -> None:
         self.settings = settings
         self.registry = Registry(max_participants=settings.max_participants)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.authenticator: Authenticator = authenticator or DevelopmentAuthenticator()
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.ice: IceServersProvider = ice or StaticIceServers(settings.stun_urls)

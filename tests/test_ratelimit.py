@@ -1,0 +1,174 @@
+"""Rate limits per user: token buckets in the core, warnings and 4429 over sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+import trio_websocket
+
+from signaling.client import connect
+from signaling.core import RateLimiter, TokenBucket
+from signaling.errors import RateLimited
+from signaling.frames import Error, JoinSession, RelayedIceCandidate
+
+from .conftest import TEST_SETTINGS, Server, chromium_call
+
+CALL = chromium_call()
+LIMITED = TEST_SETTINGS.replace(rate_limit=10.0, rate_burst=50, flood_strikes=20)
+
+
+def test_bucket_allows_the_burst_then_says_when_to_retry() -> None:
+    bucket = TokenBucket(rate=10.0, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.1)
+    assert bucket.take(0.05) == pytest.approx(0.05)
+    assert bucket.take(0.1) == 0.0
+    # refills up to the burst, never beyond
+    assert [bucket.take(100.0) for _ in range(4)][:3] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) > 0
+
+
+def test_limiter_shares_a_bucket_per_user_and_forgets_users_who_left() -> None:
+    limiter = RateLimiter(rate=1.0, burst=2)
+    first = limiter.acquire("alice", 0.0)
+    second = limiter.acquire("alice", 0.0)
+    assert first is second is not None
+    assert limiter.acquire("bob", 0.0) is not first
+    limiter.release("alice")
+    assert len(limiter) == 2
+    limiter.release("alice")
+    limiter.release("bob")
+    assert len(limiter) == 0
+    assert RateLimiter(rate=0, burst=5).acquire("x", 0.0) is None
+
+
+@pytest.mark.parametrize("settings", [LIMITED])
+async def test_a_call_setup_burst_passes(server: Server) -> None:
+    async with (
+        connect(server.url, user_id="alice") as alice,
+        connect(server.url, user_id="bob") as bob,
+    ):
+        await alice.join("s")
+        await bob.join("s")
+        await alice.send_offer("bob", "s", CALL["offer"])
+        for n in range(30):  # a fast trickle-ICE burst
+            await alice.send_candidate("bob", "s", {**CALL["offerCandidates"][0], "sdpMid": str(n)})
+        await alice.report_state("s", "connecting")
+        with trio.fail_after(5):
+            frames = [await bob.receive() for _ in range(31)]
+            assert not [f for f in frames if isinstance(f, Error)]
+            await alice.join("s")  # round trip: no rate-limited error is waiting for alice
+            assert (await alice.receive()).user_id == "bob"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("settings", [LIMITED.replace(rate_limit=1.0)])
+async def test_over_the_limit_frames_are_refused_with_retry_after(server: Server) -> None:
+    async with (
+        connect(server.url, user_id="alice") as alice,
+        connect(server.url, user_id="alice") as alice_again,
+        connect(server.url, user_id="bob") as bob,
+    ):
+        await alice.join("s")  # token 1 of alice's 50
+        await bob.join("s")
+        # both connections of alice draw on one bucket
+        for _ in range(20):
+            await alice_again.report_state("s", "connecting")
+        candidate = CALL["offerCandidates"][0]
+        for n in range(35):
+            await alice.send_candidate("bob", "s", {**candidate, "sdpMid": str(n)})
+        with trio.fail_after(5):
+            relayed = [await bob.receive() for _ in range(29)]
+            assert all(isinstance(f, RelayedIceCandidate) for f in relayed)
+            assert (await alice.receive()).user_id == "bob"  # type: ignore[union-attr]
+            errors = [await alice.receive() for _ in range(6)]
+            with pytest.raises(RateLimited) as caught:
+                await alice_again.request(JoinSession(session_id="t"))
+        assert all(isinstance(e, Error) and e.code == "rate-limited" for e in errors)
+        assert all(0 < e.retry_after_ms <= 1000 for e in errors)  # type: ignore[union-attr,operator]
+        assert 0 < caught.value.retry_after_ms <= 1000  # type: ignore[operator]
+        # the refused candidates were not relayed
+        assert [f.data.candidate.sdp_mid for f in relayed] == [str(n) for n in range(29)]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("settings", [LIMITED])
+async def test_persistent_flooding_closes_4429(server: Server) -> None:
+    async with trio_websocket.open_websocket_url(
+        server.url, subprotocols=["signaling.v1.json"]
+    ) as ws:
+        await ws.send_message(json.dumps({"type": "auth", "userId": "flood"}))
+        await ws.get_message()
+        for _ in range(200):
+            try:
+                await ws.send_message(json.dumps({"type": "leave-session", "sessionId": "x"}))
+            except trio_websocket.ConnectionClosed:
+                break
+        warnings = 0
+        with trio.fail_after(5):
+            try:
+                while True:
+                    frame = json.loads(await ws.get_message())
+                    warnings += frame.get("code") == "rate-limited"
+            except trio_websocket.ConnectionClosed as exc:
+                reason = exc.reason
+    assert reason is not None
+    assert reason.code == 4429
+    assert warnings == LIMITED.flood_strikes - 1
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(rate_limit=10.0, rate_burst=300, flood_strikes=10**6)]
+)
+async def test_a_flooding_user_does_not_slow_others_down(server: Server) -> None:
+    latencies: list[float] = []
+    async with (
+        connect(server.url, user_id="alice") as alice,
+        connect(server.url, user_id="bob") as bob,
+        connect(server.url, user_id="mallory") as mallory,
+        trio.open_nursery() as nursery,
+    ):
+        await alice.join("s")
+        await bob.join("s")
+        await mallory.join("m")
+        stop = trio.Event()
+        flooding = trio.Event()
+        refused = [0]
+
+        async def flood() -> None:
+            frame = json.dumps({"type": "leave-session", "sessionId": "nowhere"})
+            for _ in range(200_000):
+                if stop.is_set():
+                    return
+                await mallory.send_raw(frame)
+
+        async def drain() -> None:
+            async for frame in mallory:
+                if isinstance(frame, Error) and frame.code == "rate-limited":
+                    refused[0] += 1
+                    if refused[0] >= 500:
+                        flooding.set()
+
+        nursery.start_soon(flood)
+        nursery.start_soon(drain)
+        candidate = CALL["offerCandidates"][0]
+        with trio.fail_after(30):
+            await flooding.wait()
+            refused_before = refused[0]
+            for _ in range(150):  # 150 frames each way: within alice's and bob's own bursts
+                sent = time.perf_counter()
+                await alice.send_candidate("bob", "s", candidate)
+                frame = await bob.receive()
+                assert isinstance(frame, RelayedIceCandidate)
+                await bob.send_candidate("alice", "s", candidate)
+                frame = await alice.receive()
+                while not isinstance(frame, RelayedIceCandidate):
+                    frame = await alice.receive()
+                latencies.append(time.perf_counter() - sent)
+        stop.set()
+        assert refused[0] - refused_before > 300, "the flood went on during the measurement"
+        nursery.cancel_scope.cancel()
+    latencies.sort()
+    p99 = latencies[int(0.99 * len(latencies))]
+    assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms while another user floods"
