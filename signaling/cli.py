@@ -34,6 +34,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     import trio
 
     from .server.config import ConfigError, load_settings
+    from .server.logs import configure_logging
     from .server.serve import serve
 
     try:
@@ -41,11 +42,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("signaling").warning(
         "development auth: every client is trusted as the userId it sends"
     )

@@ -12,6 +12,7 @@ from ..frames import (
     ConnectionState,
     Error,
     IceCandidate,
+    IceCandidateInit,
     JoinSession,
     LeaveSession,
     Offer,
@@ -30,9 +31,24 @@ if TYPE_CHECKING:
     from ..frames import ClientFrame, ServerFrame
     from .registry import Registry
 
-__all__ = ["Peer"]
+__all__ = ["Peer", "describe_candidate"]
 
 log = logging.getLogger("signaling.peer")
+
+
+def describe_candidate(candidate: IceCandidateInit | None) -> str:
+    """``"host udp"``: the candidate's type and protocol, for logs (no addresses)."""
+    if candidate is None:
+        return "end of candidates"
+    if not isinstance(candidate.candidate, str) or not candidate.candidate:
+        return "end of candidates (empty)"
+    parts = candidate.candidate.split()
+    protocol = parts[2].lower() if len(parts) > 2 else "?"
+    try:
+        kind = parts[parts.index("typ") + 1]
+    except (ValueError, IndexError):
+        kind = "?"
+    return f"{kind} {protocol}"
 
 
 class Peer:
@@ -65,10 +81,20 @@ class Peer:
             match frame:
                 case Offer():
                     self._relay(frame, RelayedOffer)
+                    self._log_signal(frame)
                 case IceCandidate():
                     self._relay(frame, RelayedIceCandidate)
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "ice-candidate to %s in session %s: %s",
+                            frame.to,
+                            frame.session_id,
+                            describe_candidate(frame.data.candidate),
+                            extra=self.log_ids(),
+                        )
                 case Answer():
                     self._relay(frame, RelayedAnswer)
+                    self._log_signal(frame)
                 case JoinSession():
                     self.join(frame)
                 case LeaveSession():
@@ -81,6 +107,19 @@ class Peer:
                     assert_never(frame)
         except SignalingError as exc:
             self.deliver(exc.to_frame(frame.id))
+
+    def log_ids(self) -> dict[str, str]:
+        """``extra`` for log calls: this connection's id and user."""
+        return {"connection_id": self.connection_id, "user_id": self.user_id}
+
+    def _log_signal(self, frame: Offer | Answer) -> None:
+        log.info(
+            "%s to %s in session %s",
+            frame.__struct_config__.tag,
+            frame.to,
+            frame.session_id,
+            extra=self.log_ids(),
+        )
 
     def join(self, frame: JoinSession) -> None:
         """Take a seat; raises `SessionFull`."""
@@ -98,7 +137,7 @@ class Peer:
         )
         if previous is self:
             return
-        log.info("%s %s joined session %s", self.connection_id, self.user_id, session_id)
+        log.info("joined session %s", session_id, extra=self.log_ids())
         joined = UserJoined(session_id=session_id, user_id=self.user_id)
         for other in others:
             other.deliver(joined)
@@ -115,7 +154,7 @@ class Peer:
     def evict(self, session_id: str) -> None:
         """A newer connection of this user took the seat in ``session_id``."""
         self.sessions.discard(session_id)
-        log.info("%s %s replaced in session %s", self.connection_id, self.user_id, session_id)
+        log.info("replaced in session %s", session_id, extra=self.log_ids())
         self.deliver(
             Error(
                 code="replaced",
@@ -137,7 +176,7 @@ class Peer:
         others = self._registry.leave(self, session_id)
         if others is None:
             return
-        log.info("%s %s left session %s", self.connection_id, self.user_id, session_id)
+        log.info("left session %s", session_id, extra=self.log_ids())
         left = UserLeft(session_id=session_id, user_id=self.user_id)
         for other in others:
             other.deliver(left)
@@ -165,9 +204,8 @@ class Peer:
 
     def _connection_state(self, frame: ConnectionState) -> None:
         log.info(
-            "%s %s connection state in session %s: %s",
-            self.connection_id,
-            self.user_id,
+            "connection state in session %s: %s",
             frame.session_id,
             frame.state,
+            extra=self.log_ids(),
         )

@@ -86,6 +86,13 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError("expected text or json")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = text.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -225,7 +232,15 @@ SETTINGS: tuple[Setting, ...] = (
         "--log-level",
         "info",
         _log_level,
-        "debug, info, warning or error.",
+        "debug, info, warning or error (debug adds one line per ICE candidate).",
+    ),
+    Setting(
+        "log_format",
+        "SIGNALING_LOG_FORMAT",
+        "--log-format",
+        "text",
+        _log_format,
+        "text (human-readable lines) or json (one JSON object per line).",
     ),
 )
 
@@ -253,6 +268,7 @@ class Settings:
     backlog: int = 4096
     graceful_timeout: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""

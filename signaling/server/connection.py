@@ -112,6 +112,10 @@ class Connection:
         """The authenticated user, once ``auth`` succeeded."""
         return None if self.peer is None else self.peer.user_id
 
+    def log_ids(self) -> dict[str, str | None]:
+        """``extra`` for log calls: this connection's id and user."""
+        return {"connection_id": self.connection_id, "user_id": self.user_id}
+
     # --- delivery (called from any connection's reader task) -----------------
 
     def deliver(self, frame: ServerFrame) -> None:
@@ -120,11 +124,10 @@ class Connection:
             return
         if not self.outbox.put(self.codec.encode(frame)):
             log.warning(
-                "%s %s not reading: %d frames (%d bytes) queued; closing",
-                self.connection_id,
-                self.user_id,
+                "not reading: %d frames (%d bytes) queued; closing",
                 len(self.outbox),
                 self.outbox.queued_bytes,
+                extra=self.log_ids(),
             )
             self.outbox.clear()
             self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
@@ -149,7 +152,7 @@ class Connection:
         """Serve the connection until it closes."""
         hub = self.hub
         hub.add(self)
-        log.debug("%s connected from %s", self.connection_id, self.remote)
+        log.info("connected from %s", self.remote, extra=self.log_ids())
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -167,9 +170,7 @@ class Connection:
                 self.peer.close()
                 if self.bucket is not None:
                     hub.limiter.release(self.peer.user_id)
-                log.info(
-                    "%s %s disconnected (%s)", self.connection_id, self.user_id, self.close_code
-                )
+                log.info("disconnected (%s)", self.close_code, extra=self.log_ids())
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self.transport.aclose()
 
@@ -192,7 +193,7 @@ class Connection:
             if self._scope is not None:
                 self._scope.cancel()
         except Exception:
-            log.exception("%s %s: writer failed; closing", self.connection_id, self.user_id)
+            log.exception("writer failed; closing", extra=self.log_ids())
             if self._scope is not None:
                 self._scope.cancel()
 
@@ -234,7 +235,7 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         except Exception:
-            log.exception("%s %s: internal error; closing", self.connection_id, self.user_id)
+            log.exception("internal error; closing", extra=self.log_ids())
             self.close(CloseCode.INTERNAL, "internal error")
 
     async def _drain(self) -> None:
@@ -268,7 +269,7 @@ class Connection:
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
         self.bucket = self.hub.limiter.acquire(user_id, trio.current_time())
         ice_servers = await self.hub.ice.ice_servers(user_id)
-        log.info("%s %s authenticated from %s", self.connection_id, user_id, self.remote)
+        log.info("authenticated", extra=self.log_ids())
         self.deliver(
             Welcome(user_id=user_id, connection_id=self.connection_id, ice_servers=ice_servers)
         )
@@ -289,10 +290,9 @@ class Connection:
         self.strikes += 1
         if self.strikes >= settings.flood_strikes:
             log.warning(
-                "%s %s flooding: %d frames refused in a row; closing",
-                self.connection_id,
-                self.user_id,
+                "flooding: %d frames refused in a row; closing",
                 self.strikes,
+                extra=self.log_ids(),
             )
             self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
             return

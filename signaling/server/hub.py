@@ -89,12 +89,7 @@ class Hub:
             for connection in list(self.connections):
                 transport = connection.transport
                 if transport.last_activity < deadline:
-                    log.info(
-                        "%s %s silent for %.0f s; closing",
-                        connection.connection_id,
-                        connection.user_id,
-                        2 * interval,
-                    )
+                    log.info("silent for %.0f s; closing", 2 * interval, extra=connection.log_ids())
                     connection.close(CloseCode.TIMEOUT, "no answer to pings")
                 else:
                     transport.ping()
