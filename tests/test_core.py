@@ -220,7 +220,8 @@ def test_connection_state_is_logged_not_relayed(
         alice.handle(ConnectionState(session_id="s", state="connected"))
     assert alice_box.take() == bob_box.take() == []
     assert any(
-        "c_alice" in r.getMessage() and "connected" in r.getMessage() for r in caplog.records
+        getattr(r, "connection_id", None) == "c_alice" and r.getMessage().endswith(": connected")
+        for r in caplog.records
     )
 
 
