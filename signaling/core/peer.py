@@ -203,6 +203,7 @@ class Peer:
         )
 
     def _connection_state(self, frame: ConnectionState) -> None:
+        self._registry.connection_states[frame.state] += 1
         log.info(
             "connection state in session %s: %s",
             frame.session_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import SessionFull
@@ -36,11 +37,13 @@ class Registry:
     abandoned sessions cost nothing.
     """
 
-    __slots__ = ("_sessions", "max_participants")
+    __slots__ = ("_sessions", "connection_states", "max_participants")
 
     def __init__(self, *, max_participants: int) -> None:
         self.max_participants = max_participants
         self._sessions: dict[str, dict[str, Member]] = {}
+        self.connection_states: Counter[str] = Counter()
+        """How many ``connection-state`` reports of each state arrived."""
 
     @property
     def session_count(self) -> int:

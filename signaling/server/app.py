@@ -13,11 +13,14 @@ several times the memory and CPU of ``signaling serve``'s lean path.
 from __future__ import annotations
 
 import datetime
+import hmac
 import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 from quart import Response, jsonify, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -25,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from .config import Settings, load_settings
 from .handshake import Refusal, negotiate
 from .hub import Hub
+from .metrics import MetricsCollector
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -99,6 +103,21 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
         app.logger.exception("unhandled error in %s %s", request.method, request.path)
         return _json_error(500, "internal", "internal server error")
 
+    metrics_registry = CollectorRegistry(auto_describe=False)
+    metrics_registry.register(MetricsCollector(hub))
+    ProcessCollector(registry=metrics_registry)
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        token = hub.settings.metrics_token
+        if token:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                response = _json_error(401, "unauthorized", "GET /metrics needs the metrics token")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        return Response(generate_latest(metrics_registry), content_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok", "timestamp": _utc_now_iso()}
@@ -119,6 +138,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             hub.settings.allowed_origins,
         )
         if isinstance(negotiated, Refusal):
+            hub.stats.upgrades_refused[negotiated.error] += 1
             return _json_error(negotiated.status, negotiated.error, negotiated.message)
         codec, subprotocol = negotiated
         await websocket.accept(subprotocol=subprotocol)

@@ -227,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds to finish closing connections on shutdown.",
     ),
     Setting(
+        "metrics_token",
+        "SIGNALING_METRICS_TOKEN",
+        "--metrics-token",
+        "",
+        str.strip,
+        "Bearer token GET /metrics requires; empty leaves it open (keep it off the internet).",
+    ),
+    Setting(
         "log_level",
         "SIGNALING_LOG_LEVEL",
         "--log-level",
@@ -267,6 +275,7 @@ class Settings:
     ping_interval: float = 20.0
     backlog: int = 4096
     graceful_timeout: float = 10.0
+    metrics_token: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
 

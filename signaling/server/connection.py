@@ -122,6 +122,7 @@ class Connection:
         """Queue ``frame`` for the client; a client that does not read is closed."""
         if self.close_code is not None:
             return
+        self._count(frame)
         if not self.outbox.put(self.codec.encode(frame)):
             log.warning(
                 "not reading: %d frames (%d bytes) queued; closing",
@@ -166,6 +167,7 @@ class Connection:
                     await self._drain()
         finally:
             hub.remove(self)
+            hub.stats.closes[1006 if self.close_code is None else self.close_code] += 1
             if self.peer is not None:
                 self.peer.close()
                 if self.bucket is not None:
@@ -177,6 +179,7 @@ class Connection:
     async def _write_loop(self) -> None:
         outbox = self.outbox
         transport = self.transport
+        stats = self.hub.stats
         try:
             while True:
                 messages = await outbox.take()
@@ -184,7 +187,10 @@ class Connection:
                 if control:
                     outbox.control = []
                 if messages or control:
+                    oldest = outbox.oldest
                     await transport.send(messages, control)
+                    if messages:
+                        stats.observe_latency(trio.current_time() - oldest, len(messages))
                 if outbox.closed and not len(outbox) and not outbox.control:
                     break
             assert self.close_code is not None
@@ -207,6 +213,7 @@ class Connection:
                 if self.close_code is None:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
+            frames_in = self.hub.stats.frames_in
             while batch is not None and self.close_code is None:
                 now = trio.current_time()
                 for is_text, payload in batch:
@@ -215,6 +222,7 @@ class Connection:
                         if self.close_code is not None:
                             return
                         continue
+                    frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
                     if self.bucket is not None:
                         wait = self.bucket.take(now)
                         if wait:
@@ -258,6 +266,7 @@ class Connection:
             if self.close_code is None:
                 self.close(CloseCode.UNAUTHORIZED, "the first frame must be a valid auth frame")
             return None
+        self.hub.stats.frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
         try:
             if type(frame) is not Auth:
                 raise Unauthorized("the first frame must be auth")
@@ -287,6 +296,7 @@ class Connection:
     def _refuse(self, frame: ClientFrame, wait: float) -> None:
         """Over the rate limit: warn, and close a sender that keeps flooding."""
         settings = self.hub.settings
+        self.hub.stats.rate_limited += 1
         self.strikes += 1
         if self.strikes >= settings.flood_strikes:
             log.warning(
@@ -306,7 +316,14 @@ class Connection:
         )
 
     def _deliver_now(self, frame: ServerFrame) -> None:
+        self._count(frame)
         self.outbox.put(self.codec.encode(frame))
+
+    def _count(self, frame: ServerFrame) -> None:
+        stats = self.hub.stats
+        stats.frames_out[frame.__struct_config__.tag] += 1  # type: ignore[index]
+        if type(frame) is Error:
+            stats.errors[frame.code] += 1
 
     def _decode(self, is_text: bool, payload: bytes | str) -> ClientFrame | None:
         codec = self.codec

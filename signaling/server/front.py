@@ -268,6 +268,7 @@ class FrontDoor:
             headers.get("sec-websocket-protocol", []), origin, self.hub.settings.allowed_origins
         )
         if isinstance(negotiated, Refusal):
+            self.hub.stats.upgrades_refused[negotiated.error] += 1
             extra = "Sec-WebSocket-Version: 13\r\n" if negotiated.status == 426 else ""
             log.info("refused upgrade from %s: %s", _remote(stream), negotiated.message)
             await stream.send_all(

@@ -12,6 +12,7 @@ from ..errors import CloseCode
 from .auth import AllowAll, Authenticator, Authorizer, DevelopmentAuthenticator
 from .connection import Connection
 from .ice import IceServersProvider, StaticIceServers
+from .metrics import Stats
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -38,6 +39,7 @@ class Hub:
         self.settings = settings
         self.registry = Registry(max_participants=settings.max_participants)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.stats = Stats()
         self.authenticator: Authenticator = authenticator or DevelopmentAuthenticator()
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.ice: IceServersProvider = ice or StaticIceServers(settings.stun_urls)

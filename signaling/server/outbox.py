@@ -18,7 +18,16 @@ class Outbox:
     wake-up and one socket write carry a whole burst.
     """
 
-    __slots__ = ("_bytes", "_items", "_waiter", "closed", "control", "max_bytes", "max_frames")
+    __slots__ = (
+        "_bytes",
+        "_items",
+        "_waiter",
+        "closed",
+        "control",
+        "max_bytes",
+        "max_frames",
+        "oldest",
+    )
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
@@ -29,6 +38,8 @@ class Outbox:
         self.control: list[bytes] = []
         """Transport-level frames (pongs) that go out before queued messages."""
         self.closed = False
+        self.oldest = 0.0
+        """`trio.current_time` when the oldest queued message was put."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -42,6 +53,8 @@ class Outbox:
         """Queue ``message``; False if the queue is over its bounds (or closed)."""
         if self.closed:
             return False
+        if not self._items:
+            self.oldest = trio.current_time()
         self._items.append(message)
         self._bytes += len(message)
         self._wake()
