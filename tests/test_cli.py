@@ -150,7 +150,7 @@ def test_readme_documents_every_setting() -> None:
         assert f"`{setting.flag}`" in readme, setting.flag
 
 
-async def test_serve_runs_answers_and_exits_0_on_sigterm() -> None:
+async def test_sigterm_drains_closes_1001_and_exits_0() -> None:
     port = free_port()
     command = [
         sys.executable,
@@ -162,11 +162,20 @@ async def test_serve_runs_answers_and_exits_0_on_sigterm() -> None:
         "--port",
         str(port),
     ]
-    async with running(command, clean_env(), b"listening on") as (process, output):
+    async with (
+        running(command, clean_env(), b"listening on") as (process, output),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
         assert b"development auth" in output[0]
-        async with httpx.AsyncClient() as http:
-            health = await http.get(f"http://127.0.0.1:{port}/health")
+        health = await http.get("/health")
         assert health.json()["status"] == "ok"
+        # a client that will not answer the close handshake keeps the node draining
+        stubborn = await trio.open_tcp_stream("127.0.0.1", port)
+        await stubborn.send_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b" 101 " in await stubborn.receive_some(4096)
         async with connect(f"ws://127.0.0.1:{port}/ws", user_id="alice") as alice:
             await alice.join("s")
             process.send_signal(signal.SIGTERM)
@@ -175,8 +184,14 @@ async def test_serve_runs_answers_and_exits_0_on_sigterm() -> None:
             assert frames == []
             assert alice.closed is not None
             assert alice.closed.code == 1001
+        draining = await http.get("/health")
+        assert draining.status_code == 503
+        assert draining.json()["status"] == "draining"
+        with pytest.raises(OSError, match="all attempts to connect"):
+            await trio.open_tcp_stream("127.0.0.1", port)
         with trio.fail_after(15):
             assert await process.wait() == 0
+        await stubborn.aclose()
 
 
 async def test_env_port_is_used() -> None:

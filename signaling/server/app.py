@@ -118,8 +118,14 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
                 return response
         return Response(generate_latest(metrics_registry), content_type=CONTENT_TYPE_LATEST)
 
+    @app.after_serving
+    async def drain() -> None:
+        hub.close_all(1001, "server shutting down")
+
     @app.get("/health")
     async def health() -> Any:
+        if hub.draining:
+            return {"status": "draining", "timestamp": _utc_now_iso()}, 503
         return {"status": "ok", "timestamp": _utc_now_iso()}
 
     @app.post("/turn/credentials")

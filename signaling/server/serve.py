@@ -83,11 +83,16 @@ async def serve(
                     await trio.sleep_forever()
                 await shutdown_trigger()
                 accepting.cancel_scope.cancel()
-            log.info("shutting down: closing %d connections", len(hub.connections))
-            await context.terminated.set()
+            # Draining: no new connections, /health says 503 on the HTTP
+            # connections still open, every WebSocket gets 1001.
+            for listener in listeners:
+                await listener.aclose()
+            log.info("draining: closing %d connections", len(hub.connections))
             hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
             with trio.move_on_after(settings.graceful_timeout):
                 await hub.wait_closed()
-            handlers.cancel_scope.cancel()
+            await context.terminated.set()
+            handlers.cancel_scope.deadline = trio.current_time() + 1.0
+        log.info("stopped")
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
