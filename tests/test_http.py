@@ -171,3 +171,52 @@ async def test_listen_backlog_is_ours_not_hypercorns(server: Server) -> None:
     columns = result.stdout.decode().split()
     assert columns[0] == "LISTEN"
     assert int(columns[2]) == 1234
+
+
+APP = "https://app.example.com"
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(allowed_origins=(APP,))])
+async def test_cors_for_allowed_origins_only(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        allowed = await http.get("/health", headers={"Origin": APP})
+        assert allowed.headers["access-control-allow-origin"] == APP
+        assert "Origin" in allowed.headers["vary"]
+        other = await http.get("/health", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in other.headers
+        preflight = await http.options(
+            "/turn/credentials",
+            headers={
+                "Origin": APP,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == APP
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert "Authorization" in preflight.headers["access-control-allow-headers"]
+        refused = await http.options(
+            "/turn/credentials",
+            headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "origin-not-allowed"
+        assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_cors_allows_any_origin_when_none_is_configured(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        response = await http.post("/turn/credentials", headers={"Origin": "http://localhost:5173"})
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(allowed_origins=(APP,), allow_no_origin=False)]
+)
+async def test_upgrade_without_origin_can_be_refused(server: Server) -> None:
+    status, _, body = await _upgrade(server, {})
+    assert status == 403
+    assert "without Origin" in httpx.Response(200, content=body).json()["message"]
+    status, _, _ = await _upgrade(server, {"Origin": APP})
+    assert status == 101

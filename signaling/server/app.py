@@ -26,7 +26,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .config import Settings, load_settings
-from .handshake import Refusal, negotiate
+from .handshake import Refusal, negotiate, origin_allowed
 from .hub import Hub
 from .metrics import MetricsCollector
 
@@ -93,6 +93,32 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     async def start_background() -> None:
         await app.nursery.start(hub.serve_heartbeat)
 
+    settings = hub.settings
+
+    @app.before_request
+    async def preflight() -> Response | None:
+        """CORS preflight: answered here for every route."""
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        origin = request.headers.get("Origin")
+        if not origin or not origin_allowed(origin, settings.allowed_origins):
+            return _json_error(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+        response = Response("", status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        """CORS headers for allowed origins; none for others (the browser then blocks)."""
+        origin = request.headers.get("Origin")
+        if origin and origin_allowed(origin, settings.allowed_origins):
+            allowed_any = not settings.allowed_origins or "*" in settings.allowed_origins
+            response.headers["Access-Control-Allow-Origin"] = "*" if allowed_any else origin
+            response.vary.add("Origin")
+        return response
+
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         name = (error.name or "error").lower().replace(" ", "-")
@@ -142,6 +168,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             websocket.requested_subprotocols,
             websocket.headers.get("Origin"),
             hub.settings.allowed_origins,
+            allow_missing_origin=hub.settings.allow_no_origin,
         )
         if isinstance(negotiated, Refusal):
             hub.stats.upgrades_refused[negotiated.error] += 1

@@ -86,6 +86,15 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
 def _log_format(text: str) -> str:
     value = text.strip().lower()
     if value not in {"text", "json"}:
@@ -129,6 +138,14 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _origins,
         "Comma-separated browser origins allowed to open /ws (exact match); empty allows any.",
+    ),
+    Setting(
+        "allow_no_origin",
+        "SIGNALING_ALLOW_NO_ORIGIN",
+        "--allow-no-origin",
+        "true",
+        _bool,
+        "Accept /ws upgrades without an Origin header (native apps, servers); false refuses them.",
     ),
     Setting(
         "stun_urls",
@@ -260,6 +277,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3001
     allowed_origins: tuple[str, ...] = ()
+    allow_no_origin: bool = True
     stun_urls: tuple[str, ...] = (
         "stun:stun.l.google.com:19302",
         "stun:stun1.l.google.com:19302",

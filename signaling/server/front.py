@@ -264,8 +264,12 @@ class FrontDoor:
     ) -> None:
         refusal = _check_upgrade(headers)
         origin = headers.get("origin", [None])[0]
+        settings = self.hub.settings
         negotiated = refusal or negotiate(
-            headers.get("sec-websocket-protocol", []), origin, self.hub.settings.allowed_origins
+            headers.get("sec-websocket-protocol", []),
+            origin,
+            settings.allowed_origins,
+            allow_missing_origin=settings.allow_no_origin,
         )
         if isinstance(negotiated, Refusal):
             self.hub.stats.upgrades_refused[negotiated.error] += 1

@@ -25,18 +25,32 @@ class Refusal:
     message: str
 
 
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    """Exact-match origin check; no ``Origin`` (native apps, servers) passes."""
-    if not allowed or origin is None or "*" in allowed:
+def origin_allowed(
+    origin: str | None, allowed: tuple[str, ...], *, allow_missing: bool = True
+) -> bool:
+    """Exact-match origin check (an empty list allows every origin).
+
+    A request without ``Origin`` (native apps, servers) passes when
+    ``allow_missing``; browsers always send one.
+    """
+    if origin is None or origin == "":
+        return allow_missing
+    if not allowed or "*" in allowed:
         return True
     return origin in allowed
 
 
 def negotiate(
-    offered: Iterable[str], origin: str | None, allowed_origins: tuple[str, ...]
+    offered: Iterable[str],
+    origin: str | None,
+    allowed_origins: tuple[str, ...],
+    *,
+    allow_missing_origin: bool = True,
 ) -> tuple[Codec[ClientFrame], str | None] | Refusal:
     """The codec and the subprotocol to echo (None: the client offered none)."""
-    if not origin_allowed(origin, allowed_origins):
+    if not origin_allowed(origin, allowed_origins, allow_missing=allow_missing_origin):
+        if not origin:
+            return Refusal(403, "origin-not-allowed", "a request without Origin is not allowed")
         return Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
     protocols = [p.strip() for header in offered for p in header.split(",") if p.strip()]
     if not protocols:
