@@ -508,7 +508,7 @@ class RawClient:
         return list(self.ws.events())
 
 
-@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1)])
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1)])
 async def test_silent_client_is_closed_after_missed_pings(server: Server) -> None:
     async with connect(server.url, user_id="alice") as alice:
         await alice.join("s")
@@ -519,7 +519,7 @@ async def test_silent_client_is_closed_after_missed_pings(server: Server) -> Non
         await silent.stream.aclose()
 
 
-@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1)])
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1)])
 async def test_client_answering_pings_stays_connected(server: Server) -> None:
     from wsproto.events import CloseConnection, Ping
 

@@ -225,7 +225,15 @@ SETTINGS: tuple[Setting, ...] = (
         "--ping-interval",
         "20",
         _seconds,
-        "Seconds between WebSocket pings; a client silent for two intervals is closed (4408).",
+        "Seconds of silence from a client before the server pings it.",
+    ),
+    Setting(
+        "ping_timeout",
+        "SIGNALING_PING_TIMEOUT",
+        "--ping-timeout",
+        "20",
+        _seconds,
+        "Seconds a pinged client has to answer before it is closed with 4408.",
     ),
     Setting(
         "backlog",
@@ -291,6 +299,7 @@ class Settings:
     outbox_frames: int = 512
     outbox_bytes: int = 1048576
     ping_interval: float = 20.0
+    ping_timeout: float = 20.0
     backlog: int = 4096
     graceful_timeout: float = 10.0
     metrics_token: str = ""

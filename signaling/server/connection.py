@@ -86,6 +86,7 @@ class Connection:
         "hub",
         "outbox",
         "peer",
+        "pinged_at",
         "remote",
         "strikes",
         "transport",
@@ -103,6 +104,7 @@ class Connection:
         self.peer: Peer | None = None
         self.bucket: TokenBucket | None = None
         self.strikes = 0
+        self.pinged_at = -math.inf
         self.close_code: int | None = None
         self.close_reason = ""
         self._scope: trio.CancelScope | None = None

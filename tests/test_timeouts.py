@@ -1,0 +1,112 @@
+"""Timeouts under trio's MockClock: connections over in-memory streams, no real I/O."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+import trio.testing
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from signaling.codec import CLIENT_CODECS, JSON_SUBPROTOCOL
+from signaling.server import Hub
+from signaling.server.front import LeanTransport
+
+from .conftest import TEST_SETTINGS
+
+SETTINGS = TEST_SETTINGS.replace(auth_timeout=10.0, ping_interval=20.0, ping_timeout=10.0)
+
+
+class MemoryClient:
+    """The client end of an in-memory connection, speaking raw RFC 6455."""
+
+    def __init__(self, hub: Hub, nursery: trio.Nursery) -> None:
+        server_end, self.stream = trio.testing.memory_stream_pair()
+        self.frames = FrameProtocol(client=True, extensions=[])
+        transport = LeanTransport(server_end, text=True, max_message=65536, pending=b"")
+        nursery.start_soon(hub.serve_connection, transport, CLIENT_CODECS[JSON_SUBPROTOCOL], "mem")
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.stream.send_all(bytes(self.frames.send_data(json.dumps(frame), fin=True)))
+
+    async def receive(self) -> tuple[str, Any]:
+        """The next ("text", frame) or ("close", code); pings are answered."""
+        while True:
+            for event in self.frames.received_frames():
+                if event.opcode is Opcode.TEXT:
+                    return "text", json.loads(event.payload)
+                if event.opcode is Opcode.CLOSE:
+                    return "close", event.payload[0]
+                if event.opcode is Opcode.PING:
+                    await self.stream.send_all(bytes(self.frames.pong(event.payload)))
+            data = await self.stream.receive_some()
+            if not data:
+                return "eof", None
+            self.frames.receive_bytes(data)
+
+
+async def test_no_auth_within_the_timeout_closes_4408(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub(SETTINGS)
+    async with trio.open_nursery() as nursery:
+        client = MemoryClient(hub, nursery)
+        start = trio.current_time()
+        assert await client.receive() == ("close", 4408)
+        assert trio.current_time() - start == SETTINGS.auth_timeout
+        await client.stream.aclose()
+    assert not hub.connections
+
+
+async def test_auth_just_in_time_is_accepted(autojump_clock: trio.testing.MockClock) -> None:
+    hub = Hub(SETTINGS)
+    async with trio.open_nursery() as nursery:
+        client = MemoryClient(hub, nursery)
+        await trio.sleep(SETTINGS.auth_timeout - 0.01)
+        await client.send({"type": "auth", "userId": "alice"})
+        kind, frame = await client.receive()
+        assert (kind, frame["type"]) == ("text", "welcome")
+        nursery.cancel_scope.cancel()
+
+
+async def test_half_open_connection_is_closed_and_user_left_sent_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub(SETTINGS)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.serve_heartbeat)
+        alice = MemoryClient(hub, nursery)
+        ghost = MemoryClient(hub, nursery)
+        for client, user in ((alice, "alice"), (ghost, "ghost")):
+            await client.send({"type": "auth", "userId": user})
+            await client.send({"type": "join-session", "sessionId": "s"})
+            assert (await client.receive())[1]["type"] == "welcome"
+            assert (await client.receive())[1]["type"] == "session-joined"
+        assert (await alice.receive())[1] == {
+            "type": "user-joined",
+            "sessionId": "s",
+            "userId": "ghost",
+        }
+        went_silent = trio.current_time()
+        # ghost never reads nor writes again (its peer vanished); alice answers pings
+        assert await alice.receive() == (
+            "text",
+            {"type": "user-left", "sessionId": "s", "userId": "ghost"},
+        )
+        # gone within ping interval + timeout (checked every quarter of the shorter one)
+        silent_for = trio.current_time() - went_silent
+        limit = SETTINGS.ping_interval + SETTINGS.ping_timeout
+        assert limit <= silent_for <= limit + SETTINGS.ping_timeout / 4
+        # alice, answering pings, stays connected and hears nothing more about ghost
+        heard: list[tuple[str, Any]] = []
+
+        async def listen() -> None:
+            while True:
+                heard.append(await alice.receive())
+
+        nursery.start_soon(listen)
+        await trio.sleep(5 * SETTINGS.ping_interval)
+        assert [c.user_id for c in hub.connections] == ["alice"]
+        assert heard == []
+        nursery.cancel_scope.cancel()
