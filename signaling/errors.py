@@ -57,6 +57,8 @@ class CloseCode(enum.IntEnum):
     """Our addition: the client did not read its frames fast enough."""
     UNAUTHORIZED = 4401
     ORIGIN_NOT_ALLOWED = 4403
+    TOO_MANY_CONNECTIONS = 4409
+    """Our addition: the user has ``SIGNALING_MAX_CONNECTIONS_PER_USER`` open already."""
     TIMEOUT = 4408
     FLOODING = 4429
 

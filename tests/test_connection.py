@@ -45,7 +45,7 @@ async def test_frames_queued_in_one_tick_go_out_in_one_write() -> None:
     hub = Hub(TEST_SETTINGS)
     codec = CLIENT_CODECS[JSON_SUBPROTOCOL]
     transport = LeanTransport(stream, text=True, max_message=65536, pending=b"")
-    connection = Connection(hub, transport, codec, "memory")
+    connection = Connection(hub, transport, codec, "memory", "memory")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.run)
         await trio.testing.wait_all_tasks_blocked()

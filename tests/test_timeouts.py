@@ -25,7 +25,9 @@ class MemoryClient:
         server_end, self.stream = trio.testing.memory_stream_pair()
         self.frames = FrameProtocol(client=True, extensions=[])
         transport = LeanTransport(server_end, text=True, max_message=65536, pending=b"")
-        nursery.start_soon(hub.serve_connection, transport, CLIENT_CODECS[JSON_SUBPROTOCOL], "mem")
+        nursery.start_soon(
+            hub.serve_connection, transport, CLIENT_CODECS[JSON_SUBPROTOCOL], "mem", "mem"
+        )
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.stream.send_all(bytes(self.frames.send_data(json.dumps(frame), fin=True)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, assert_never
 
-from ..errors import BadFrame, NotInSession, PeerNotFound, SignalingError
+from ..errors import BadFrame, Forbidden, NotInSession, PeerNotFound, SignalingError
 from ..frames import (
     Answer,
     Auth,
@@ -124,6 +124,9 @@ class Peer:
     def join(self, frame: JoinSession) -> None:
         """Take a seat; raises `SessionFull`."""
         session_id = frame.session_id
+        cap = self._registry.max_sessions_per_connection
+        if cap and len(self.sessions) >= cap and session_id not in self.sessions:
+            raise Forbidden(f"this connection is in {cap} sessions already; leave one first")
         others, previous = self._registry.join(self, session_id)
         if previous is not None and previous is not self:
             previous.evict(session_id)

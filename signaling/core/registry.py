@@ -37,10 +37,17 @@ class Registry:
     abandoned sessions cost nothing.
     """
 
-    __slots__ = ("_sessions", "connection_states", "max_participants")
+    __slots__ = (
+        "_sessions",
+        "connection_states",
+        "max_participants",
+        "max_sessions_per_connection",
+    )
 
-    def __init__(self, *, max_participants: int) -> None:
+    def __init__(self, *, max_participants: int, max_sessions_per_connection: int = 0) -> None:
         self.max_participants = max_participants
+        self.max_sessions_per_connection = max_sessions_per_connection
+        """0: no cap on the sessions one connection may sit in."""
         self._sessions: dict[str, dict[str, Member]] = {}
         self.connection_states: Counter[str] = Counter()
         """How many ``connection-state`` reports of each state arrived."""

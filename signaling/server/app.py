@@ -164,7 +164,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
 
     @app.websocket("/ws")
     async def ws() -> Any:
-        negotiated = negotiate(
+        ip = str(websocket.remote_addr)
+        negotiated = hub.admit(ip) or negotiate(
             websocket.requested_subprotocols,
             websocket.headers.get("Origin"),
             hub.settings.allowed_origins,
@@ -176,8 +177,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
         codec, subprotocol = negotiated
         await websocket.accept(subprotocol=subprotocol)
         ws_object = websocket._get_current_object()  # type: ignore[attr-defined]
-        remote = f"{websocket.remote_addr}"
-        await hub.serve_connection(AsgiTransport(ws_object, text=codec.text), codec, remote)
+        await hub.serve_connection(AsgiTransport(ws_object, text=codec.text), codec, ip, ip)
         return None
 
     return app

@@ -37,6 +37,13 @@ def _int(text: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("expected a whole number of 0 or more")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:
@@ -188,6 +195,38 @@ SETTINGS: tuple[Setting, ...] = (
         "Refused frames in a row after which a flooding connection is closed with 4429.",
     ),
     Setting(
+        "max_connections",
+        "SIGNALING_MAX_CONNECTIONS",
+        "--max-connections",
+        "20000",
+        _positive_int,
+        "WebSocket connections this node accepts; beyond, upgrades get HTTP 503 server-full.",
+    ),
+    Setting(
+        "max_connections_per_ip",
+        "SIGNALING_MAX_CONNECTIONS_PER_IP",
+        "--max-connections-per-ip",
+        "256",
+        _non_negative_int,
+        "WebSocket connections from one client IP; beyond, HTTP 429 (0: no cap).",
+    ),
+    Setting(
+        "max_connections_per_user",
+        "SIGNALING_MAX_CONNECTIONS_PER_USER",
+        "--max-connections-per-user",
+        "10",
+        _non_negative_int,
+        "Connections one userId may hold; beyond, error forbidden and close 4409 (0: no cap).",
+    ),
+    Setting(
+        "max_sessions_per_connection",
+        "SIGNALING_MAX_SESSIONS_PER_CONNECTION",
+        "--max-sessions-per-connection",
+        "32",
+        _non_negative_int,
+        "Sessions one connection may sit in; one more join gets forbidden (0: no cap).",
+    ),
+    Setting(
         "auth_timeout",
         "SIGNALING_AUTH_TIMEOUT",
         "--auth-timeout",
@@ -291,6 +330,10 @@ class Settings:
         "stun:stun1.l.google.com:19302",
     )
     max_participants: int = 16
+    max_connections: int = 20000
+    max_connections_per_ip: int = 256
+    max_connections_per_user: int = 10
+    max_sessions_per_connection: int = 32
     rate_limit: float = 10.0
     rate_burst: int = 50
     flood_strikes: int = 20

@@ -20,7 +20,7 @@ import trio
 
 from ..codec import probe_id
 from ..core import Peer
-from ..errors import BadFrame, CloseCode, SignalingError, Unauthorized
+from ..errors import BadFrame, CloseCode, Forbidden, SignalingError, Unauthorized
 from ..frames import Auth, Error, JoinSession, Welcome
 from .outbox import Outbox
 from .websocket import ProtocolError
@@ -84,6 +84,7 @@ class Connection:
         "codec",
         "connection_id",
         "hub",
+        "ip",
         "outbox",
         "peer",
         "pinged_at",
@@ -92,8 +93,11 @@ class Connection:
         "transport",
     )
 
-    def __init__(self, hub: Hub, transport: Transport, codec: Codec[ClientFrame], remote: str):
+    def __init__(
+        self, hub: Hub, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
+    ) -> None:
         self.hub = hub
+        self.ip = ip
         self.transport = transport
         self.codec = codec
         self.remote = remote
@@ -172,8 +176,13 @@ class Connection:
             hub.stats.closes[1006 if self.close_code is None else self.close_code] += 1
             if self.peer is not None:
                 self.peer.close()
+                user_id = self.peer.user_id
+                if hub.by_user[user_id] > 1:
+                    hub.by_user[user_id] -= 1
+                else:
+                    del hub.by_user[user_id]
                 if self.bucket is not None:
-                    hub.limiter.release(self.peer.user_id)
+                    hub.limiter.release(user_id)
                 log.info("disconnected (%s)", self.close_code, extra=self.log_ids())
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self.transport.aclose()
@@ -277,6 +286,13 @@ class Connection:
             self._deliver_now(exc.to_frame(frame.id))
             self.close(CloseCode.UNAUTHORIZED, exc.message)
             return None
+        limit = self.hub.settings.max_connections_per_user
+        if limit and self.hub.by_user[user_id] >= limit:
+            message = f"{user_id!r} has {limit} connections open already"
+            self._deliver_now(Forbidden(message).to_frame(frame.id))
+            self.close(CloseCode.TOO_MANY_CONNECTIONS, message)
+            return None
+        self.hub.by_user[user_id] += 1
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
         self.bucket = self.hub.limiter.acquire(user_id, trio.current_time())
         ice_servers = await self.hub.ice.ice_servers(user_id)

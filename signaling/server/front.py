@@ -161,6 +161,8 @@ def _http_response(status: int, reason: str, body: dict[str, Any], headers: str 
 
 
 _REASONS = {
+    429: "Too Many Requests",
+    503: "Service Unavailable",
     400: "Bad Request",
     403: "Forbidden",
     426: "Upgrade Required",
@@ -265,6 +267,8 @@ class FrontDoor:
         refusal = _check_upgrade(headers)
         origin = headers.get("origin", [None])[0]
         settings = self.hub.settings
+        ip = _peer_ip(stream)
+        refusal = refusal or self.hub.admit(ip)
         negotiated = refusal or negotiate(
             headers.get("sec-websocket-protocol", []),
             origin,
@@ -297,7 +301,7 @@ class FrontDoor:
         transport = LeanTransport(
             stream, text=codec.text, max_message=self.hub.settings.max_message_bytes, pending=rest
         )
-        await self.hub.serve_connection(transport, codec, _remote(stream))
+        await self.hub.serve_connection(transport, codec, ip, _remote(stream))
 
 
 def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
@@ -313,6 +317,13 @@ def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
     except (binascii.Error, ValueError):
         return Refusal(400, "bad-upgrade", "Sec-WebSocket-Key must be 16 bytes in base64")
     return None
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _remote(stream: trio.SocketStream) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import trio
@@ -11,6 +12,7 @@ from ..core import RateLimiter, Registry
 from ..errors import CloseCode
 from .auth import AllowAll, Authenticator, Authorizer, DevelopmentAuthenticator
 from .connection import Connection
+from .handshake import Refusal
 from .ice import IceServersProvider, StaticIceServers
 from .metrics import Stats
 
@@ -37,21 +39,26 @@ class Hub:
         ice: IceServersProvider | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = Registry(max_participants=settings.max_participants)
+        self.registry = Registry(
+            max_participants=settings.max_participants,
+            max_sessions_per_connection=settings.max_sessions_per_connection,
+        )
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.stats = Stats()
         self.authenticator: Authenticator = authenticator or DevelopmentAuthenticator()
         self.authorizer: Authorizer = authorizer or AllowAll()
         self.ice: IceServersProvider = ice or StaticIceServers(settings.stun_urls)
         self.connections: set[Connection] = set()
+        self.by_ip: Counter[str] = Counter()
+        self.by_user: Counter[str] = Counter()
         self.draining = False
         self._all_closed = trio.Event()
 
     async def serve_connection(
-        self, transport: Transport, codec: Codec[ClientFrame], remote: str
+        self, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
     ) -> None:
-        """Run one accepted WebSocket connection to its end."""
-        connection = Connection(self, transport, codec, remote)
+        """Run one accepted WebSocket connection (from ``ip``) to its end."""
+        connection = Connection(self, transport, codec, ip, remote)
         if self.draining:
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
         await connection.run()
@@ -64,13 +71,38 @@ class Hub:
         for connection in list(self.connections):
             connection.close(code, reason)
 
+    def admit(self, ip: str) -> Refusal | None:
+        """Whether a new WebSocket from ``ip`` fits the node's and the IP's caps."""
+        settings = self.settings
+        if self.draining:
+            return Refusal(503, "draining", "the server is shutting down; connect again")
+        if len(self.connections) >= settings.max_connections:
+            return Refusal(
+                503,
+                "server-full",
+                f"this node holds its maximum of {settings.max_connections} connections",
+            )
+        if settings.max_connections_per_ip and self.by_ip[ip] >= settings.max_connections_per_ip:
+            return Refusal(
+                429,
+                "too-many-connections",
+                f"{ip} has {settings.max_connections_per_ip} connections open already",
+            )
+        return None
+
     def add(self, connection: Connection) -> None:
         """A connection started."""
         self.connections.add(connection)
+        self.by_ip[connection.ip] += 1
 
     def remove(self, connection: Connection) -> None:
         """A connection ended."""
         self.connections.discard(connection)
+        left = self.by_ip[connection.ip] - 1
+        if left > 0:
+            self.by_ip[connection.ip] = left
+        else:
+            del self.by_ip[connection.ip]
         if self.draining and not self.connections:
             self._all_closed.set()
 

@@ -1,0 +1,74 @@
+"""Caps on connections per node, per IP and per user, and on sessions per connection."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from signaling.client import connect
+from signaling.errors import Forbidden
+
+from .conftest import TEST_SETTINGS, Server
+from .test_http import _upgrade
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(max_connections=2)])
+async def test_node_cap_refuses_upgrades_with_503(server: Server) -> None:
+    async with connect(server.url, user_id="a"), connect(server.url, user_id="b"):
+        status, _, body = await _upgrade(server, {})
+        assert status == 503
+        assert httpx.Response(200, content=body).json()["error"] == "server-full"
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(max_connections_per_ip=2)])
+async def test_ip_cap_refuses_upgrades_with_429(server: Server) -> None:
+    async with connect(server.url, user_id="a"), connect(server.url, user_id="b"):
+        status, _, body = await _upgrade(server, {})
+        assert status == 429
+        assert httpx.Response(200, content=body).json()["error"] == "too-many-connections"
+        assert dict(server.hub.by_ip) == {"127.0.0.1": 2}
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(max_connections_per_user=2)])
+async def test_user_cap_closes_4409(server: Server) -> None:
+    async with connect(server.url, user_id="alice"), connect(server.url, user_id="alice"):
+        async with trio_websocket.open_websocket_url(server.url) as ws:
+            await ws.send_message(json.dumps({"type": "auth", "userId": "alice", "id": "a"}))
+            error = json.loads(await ws.get_message())
+            assert (error["code"], error["replyTo"]) == ("forbidden", "a")
+            assert "2 connections" in error["message"]
+            with pytest.raises(trio_websocket.ConnectionClosed) as caught:
+                await ws.get_message()
+            assert caught.value.reason is not None
+            assert caught.value.reason.code == 4409
+        async with connect(server.url, user_id="bob"):
+            assert dict(server.hub.by_user) == {"alice": 2, "bob": 1}
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(max_sessions_per_connection=3)])
+async def test_sessions_per_connection_cap(server: Server) -> None:
+    async with connect(server.url, user_id="alice") as alice:
+        for n in range(3):
+            await alice.join(f"s{n}")
+        await alice.join("s1")  # re-joining one it sits in is fine
+        with pytest.raises(Forbidden, match="3 sessions"):
+            await alice.join("s3")
+        await alice.leave("s0")
+        await alice.join("s3")
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(rate_limit=10.0)])
+async def test_counts_drop_when_connections_end(server: Server) -> None:
+    hub = server.hub
+    async with connect(server.url, user_id="alice") as alice:
+        await alice.join("s")
+    # the server may finish its side a moment after the client: wait for it
+    with trio.fail_after(5):
+        while hub.connections:
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+    assert (dict(hub.by_ip), dict(hub.by_user), len(hub.limiter)) == ({}, {}, 0)
