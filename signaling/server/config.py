@@ -243,6 +243,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest WebSocket message accepted; a larger one closes with 1009.",
     ),
     Setting(
+        "permessage_deflate",
+        "SIGNALING_PERMESSAGE_DEFLATE",
+        "--permessage-deflate",
+        "false",
+        _bool,
+        "Negotiate permessage-deflate on /ws (no context takeover; inflated size capped).",
+    ),
+    Setting(
         "outbox_frames",
         "SIGNALING_OUTBOX_FRAMES",
         "--outbox-frames",
@@ -339,6 +347,7 @@ class Settings:
     flood_strikes: int = 20
     auth_timeout: float = 10.0
     max_message_bytes: int = 65536
+    permessage_deflate: bool = False
     outbox_frames: int = 512
     outbox_bytes: int = 1048576
     ping_interval: float = 20.0

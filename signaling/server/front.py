@@ -23,6 +23,7 @@ from .websocket import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
+    Deflate,
     FrameParser,
     accept_key,
     close_frame,
@@ -54,6 +55,7 @@ class LeanTransport:
 
     __slots__ = (
         "_closed_by_peer",
+        "_deflate",
         "_opcode",
         "_parser",
         "_pending",
@@ -64,11 +66,18 @@ class LeanTransport:
     )
 
     def __init__(
-        self, stream: trio.abc.Stream, *, text: bool, max_message: int, pending: bytes
+        self,
+        stream: trio.abc.Stream,
+        *,
+        text: bool,
+        max_message: int,
+        pending: bytes,
+        deflate: Deflate | None = None,
     ) -> None:
         self.stream = stream
         self._opcode = OP_TEXT if text else OP_BINARY
-        self._parser = FrameParser(max_message)
+        self._parser = FrameParser(max_message, deflate=deflate is not None)
+        self._deflate = deflate
         self._pending = pending
         self.peer_close: tuple[int, str] | None = None
         self.last_activity = trio.current_time()
@@ -110,7 +119,7 @@ class LeanTransport:
 
     async def send(self, messages: list[bytes], control: list[bytes]) -> None:
         """Frame everything and write it in one ``send_all``."""
-        pieces = encode_frames(self._opcode, messages)
+        pieces = encode_frames(self._opcode, messages, self._deflate)
         if control:
             pieces[:0] = control
         await self.stream.send_all(b"".join(pieces))
@@ -297,9 +306,18 @@ class FrontDoor:
         )
         if subprotocol is not None:
             response += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+        deflate = None
+        if settings.permessage_deflate:
+            deflate = Deflate.negotiate(headers.get("sec-websocket-extensions", []))
+            if deflate is not None:
+                response += f"Sec-WebSocket-Extensions: {deflate.response}\r\n"
         await stream.send_all((response + "\r\n").encode("latin-1"))
         transport = LeanTransport(
-            stream, text=codec.text, max_message=self.hub.settings.max_message_bytes, pending=rest
+            stream,
+            text=codec.text,
+            max_message=settings.max_message_bytes,
+            pending=rest,
+            deflate=deflate,
         )
         await self.hub.serve_connection(transport, codec, ip, _remote(stream))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import zlib
 from typing import Final
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "Deflate",
     "FrameParser",
     "ProtocolError",
     "accept_key",
@@ -78,14 +80,25 @@ class FrameParser:
     a message over ``max_message`` bytes (code 1009).
     """
 
-    __slots__ = ("_buffer", "_fragments", "_fragments_opcode", "_fragments_size", "max_message")
+    __slots__ = (
+        "_buffer",
+        "_compressed",
+        "_fragments",
+        "_fragments_opcode",
+        "_fragments_size",
+        "deflate",
+        "max_message",
+    )
 
-    def __init__(self, max_message: int) -> None:
+    def __init__(self, max_message: int, *, deflate: bool = False) -> None:
         self.max_message = max_message
+        self.deflate = deflate
+        """permessage-deflate was negotiated: RSV1 marks a compressed message."""
         self._buffer = b""
         self._fragments: list[bytes] = []
         self._fragments_opcode = 0
         self._fragments_size = 0
+        self._compressed = False
 
     def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
         """Parse ``data`` (appended to any partial frame left from before)."""
@@ -102,8 +115,13 @@ class FrameParser:
             b1 = data[pos + 1]
             opcode = b0 & 0x0F
             fin = b0 & 0x80
+            compressed = False
             if b0 & 0x70:
-                raise ProtocolError(1002, "reserved bits set without a negotiated extension")
+                if b0 & 0x70 != 0x40 or not self.deflate:
+                    raise ProtocolError(1002, "reserved bits set without a negotiated extension")
+                if opcode not in _DATA_OPCODES:
+                    raise ProtocolError(1002, "RSV1 is only valid on a message's first frame")
+                compressed = True
             if not b1 & 0x80:
                 raise ProtocolError(1002, "client frames must be masked")
             length = b1 & 0x7F
@@ -148,19 +166,24 @@ class FrameParser:
             pos = stop
             if opcode in _DATA_OPCODES:
                 if fin:
-                    out.append((opcode, payload))
+                    out.append((opcode, self._inflate(payload) if compressed else payload))
                 else:
                     self._fragments_opcode = opcode
                     self._fragments = [payload]
                     self._fragments_size = length
+                    self._compressed = compressed
             elif opcode == OP_CONTINUATION:
                 self._fragments.append(payload)
                 self._fragments_size += length
                 if fin:
-                    out.append((self._fragments_opcode, b"".join(self._fragments)))
+                    message = b"".join(self._fragments)
+                    if self._compressed:
+                        message = self._inflate(message)
+                    out.append((self._fragments_opcode, message))
                     self._fragments_opcode = 0
                     self._fragments = []
                     self._fragments_size = 0
+                    self._compressed = False
             else:
                 if opcode == OP_CLOSE:
                     _check_close_payload(payload)
@@ -168,6 +191,21 @@ class FrameParser:
         if pos < end:
             self._buffer = data[pos:]
         return out
+
+    def _inflate(self, payload: bytes) -> bytes:
+        """RFC 7692 decompression, each message on its own (no context takeover).
+
+        The output is capped at ``max_message`` bytes: a small message that
+        inflates beyond it (a compression bomb) closes with 1009.
+        """
+        inflater = zlib.decompressobj(-15)
+        try:
+            message = inflater.decompress(payload + b"\x00\x00\xff\xff", self.max_message + 1)
+        except zlib.error as exc:
+            raise ProtocolError(1007, f"invalid compressed data: {exc}") from None
+        if len(message) > self.max_message or inflater.unconsumed_tail:
+            raise ProtocolError(1009, f"message inflates to over {self.max_message} bytes")
+        return message
 
 
 def _check_close_payload(payload: bytes) -> None:
@@ -216,11 +254,76 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return frame(OP_CLOSE, code.to_bytes(2, "big") + encoded)
 
 
-def encode_frames(opcode: int, payloads: list[bytes]) -> list[bytes]:
-    """Header and payload pieces for a batch of messages, ready for one join."""
+def encode_frames(
+    opcode: int, payloads: list[bytes], deflate: Deflate | None = None
+) -> list[bytes]:
+    """Header and payload pieces for a batch of messages, ready for one join.
+
+    With ``deflate``, messages of at least ``deflate.min_size`` bytes are
+    compressed (RSV1 set); smaller ones go as they are, as RFC 7692 allows.
+    """
     pieces: list[bytes] = []
     append = pieces.append
     for payload in payloads:
-        append(_header(opcode, len(payload)))
+        if deflate is not None and len(payload) >= deflate.min_size:
+            payload = deflate.compress(payload)
+            append(_header(opcode | 0x40, len(payload)))
+        else:
+            append(_header(opcode, len(payload)))
         append(payload)
     return pieces
+
+
+class Deflate:
+    """Negotiated permessage-deflate (RFC 7692), no context takeover either way.
+
+    No zlib state outlives a message, so an idle connection costs nothing
+    extra; only messages of at least ``min_size`` bytes are compressed.
+    """
+
+    __slots__ = ("min_size", "response", "window_bits")
+
+    def __init__(self, window_bits: int, response: str, min_size: int = 256) -> None:
+        self.window_bits = window_bits
+        self.response = response
+        """The ``Sec-WebSocket-Extensions`` value of the 101 response."""
+        self.min_size = min_size
+
+    def compress(self, payload: bytes) -> bytes:
+        """One message, compressed on its own, without the trailing 00 00 ff ff."""
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -self.window_bits)
+        data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return data[:-4]
+
+    @classmethod
+    def negotiate(cls, offers: list[str]) -> Deflate | None:
+        """Accept the first permessage-deflate offer we can honour, if any."""
+        for header in offers:
+            for offer in header.split(","):
+                name, *params = (part.strip() for part in offer.split(";"))
+                if name.lower() != "permessage-deflate":
+                    continue
+                window_bits = 15
+                response = ["permessage-deflate", "server_no_context_takeover"]
+                response.append("client_no_context_takeover")
+                acceptable = True
+                for param in params:
+                    key, _, value = param.partition("=")
+                    key = key.strip().lower()
+                    value = value.strip().strip('"')
+                    if key == "server_max_window_bits":
+                        if not value.isdigit() or not 9 <= int(value) <= 15:
+                            acceptable = False
+                            break
+                        window_bits = int(value)
+                        response.append(f"server_max_window_bits={window_bits}")
+                    elif key not in {
+                        "client_max_window_bits",
+                        "server_no_context_takeover",
+                        "client_no_context_takeover",
+                    }:
+                        acceptable = False
+                        break
+                if acceptable:
+                    return cls(window_bits, "; ".join(response))
+        return None
