@@ -50,7 +50,7 @@ def probe_id(payload: bytes | str, *, text: bool) -> str | UnsetType:
             probe = _PROBE_MSGPACK.decode(payload)
         else:
             return UNSET
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return UNSET
     if isinstance(probe.id, str) and len(probe.id) <= 64:
         return probe.id
@@ -90,6 +90,8 @@ class Codec(Generic[_T]):
         except msgspec.DecodeError as exc:
             kind = "JSON" if self.text else "MessagePack"
             raise BadFrame(f"not a {kind} object: {exc}") from exc
+        except RecursionError as exc:
+            raise BadFrame("invalid frame: nested too deeply") from exc
         return frame
 
     def encode(self, frame: Any) -> bytes:

@@ -47,25 +47,38 @@ def run_cli(
     )
 
 
+class Running:
+    """A server process and everything it wrote to stderr so far."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = b""
+        self.stderr_closed = trio.Event()
+
+    async def drain(self, stream: trio.abc.ReceiveStream) -> None:
+        # Keep reading: a full pipe would block the server on its next log line.
+        while chunk := await stream.receive_some():
+            self.stderr += chunk
+        self.stderr_closed.set()
+
+
 @asynccontextmanager
-async def running(
-    command: list[str], env: dict[str, str], ready: bytes
-) -> AsyncIterator[tuple[trio.Process, list[bytes]]]:
+async def running(command: list[str], env: dict[str, str], ready: bytes) -> AsyncIterator[Running]:
     """Start a server process and wait until it prints ``ready`` on stderr."""
     process = await trio.lowlevel.open_process(
         command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT
     )
     assert process.stderr is not None
-    output: list[bytes] = []
+    server = Running(process)
     try:
-        with trio.fail_after(30):
-            buffer = b""
-            while ready not in buffer:
-                chunk = await process.stderr.receive_some()
-                assert chunk, f"exited early: {buffer.decode()}"
-                buffer += chunk
-        output.append(buffer)
-        yield process, output
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.drain, process.stderr)
+            with trio.fail_after(30):
+                while ready not in server.stderr:
+                    assert process.poll() is None, f"exited early: {server.stderr.decode()}"
+                    await trio.sleep(0.05)
+            yield server
+            nursery.cancel_scope.cancel()
     finally:
         if process.returncode is None:
             process.kill()
@@ -163,10 +176,11 @@ async def test_sigterm_drains_closes_1001_and_exits_0() -> None:
         str(port),
     ]
     async with (
-        running(command, clean_env(), b"listening on") as (process, output),
+        running(command, clean_env(), b"listening on") as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
     ):
-        assert b"development auth" in output[0]
+        assert b"development auth" in server.stderr
+        process = server.process
         health = await http.get("/health")
         assert health.json()["status"] == "ok"
         # a client that will not answer the close handshake keeps the node draining
@@ -198,7 +212,8 @@ async def test_env_port_is_used() -> None:
     port = free_port()
     env = clean_env(SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1")
     command = [sys.executable, "-m", "signaling", "serve"]
-    async with running(command, env, b"listening on") as (process, _):
+    async with running(command, env, b"listening on") as server:
+        process = server.process
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
         process.send_signal(signal.SIGINT)
@@ -223,7 +238,8 @@ async def test_app_factory_under_the_hypercorn_command() -> None:
         "python:signaling.server.hypercorn_config",
         "signaling.server.app:create_app()",
     ]
-    async with running(command, env, b"Running on") as (process, _):
+    async with running(command, env, b"Running on") as server:
+        process = server.process
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
         url = f"ws://127.0.0.1:{port}/ws"

@@ -137,17 +137,14 @@ async def test_log_format_json_gives_json_lines() -> None:
         "--log-format",
         "json",
     ]
-    async with running(command, clean_env(), b"listening on") as (process, output):
+    async with running(command, clean_env(), b"listening on") as server:
         async with connect(f"ws://127.0.0.1:{port}/ws", user_id="alice") as alice:
             await alice.join("s")
-        process.send_signal(signal.SIGTERM)
-        assert process.stderr is not None
+        server.process.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
-            rest = b""
-            while chunk := await process.stderr.receive_some():
-                rest += chunk
-            await process.wait()
-    lines = (output[0] + rest).decode().strip().splitlines()
+            await server.stderr_closed.wait()
+            await server.process.wait()
+    lines = server.stderr.decode().strip().splitlines()
     entries = [json.loads(line) for line in lines]
     joined = [e for e in entries if e["message"] == "joined session s"]
     assert joined
