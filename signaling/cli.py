@@ -59,6 +59,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
+    except ConfigError as exc:
+        print(f"signaling: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"signaling: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",

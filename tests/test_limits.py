@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from ipaddress import ip_network
 
 import httpx
 import pytest
@@ -72,3 +73,39 @@ async def test_counts_drop_when_connections_end(server: Server) -> None:
         while hub.connections:
             await trio.testing.wait_all_tasks_blocked(cushion=0.01)
     assert (dict(hub.by_ip), dict(hub.by_user), len(hub.limiter)) == ({}, {}, 0)
+
+
+def test_client_ip_from_trusted_proxies_only() -> None:
+    from ipaddress import ip_network
+
+    from signaling.server.handshake import client_ip
+
+    proxies = (ip_network("10.0.0.0/8"), ip_network("127.0.0.1/32"))
+    assert client_ip("127.0.0.1", ["203.0.113.7"], proxies) == "203.0.113.7"
+    # the right-most untrusted hop is the client; what it claims further left is not believed
+    assert client_ip("127.0.0.1", ["1.2.3.4, 203.0.113.7, 10.1.2.3"], proxies) == "203.0.113.7"
+    assert client_ip("198.51.100.1", ["203.0.113.7"], proxies) == "198.51.100.1"
+    assert client_ip("127.0.0.1", ["203.0.113.7"], ()) == "127.0.0.1"
+    assert client_ip("127.0.0.1", ["not-an-ip"], proxies) == "127.0.0.1"
+    assert client_ip("127.0.0.1", [], proxies) == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [TEST_SETTINGS.replace(max_connections_per_ip=1, trusted_proxies=(ip_network("127.0.0.1"),))],
+)
+async def test_per_ip_cap_uses_x_forwarded_for_behind_a_trusted_proxy(server: Server) -> None:
+    first = await trio.open_tcp_stream("127.0.0.1", server.port)
+    request = (
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "X-Forwarded-For: 203.0.113.7\r\n\r\n"
+    )
+    await first.send_all(request.encode())
+    assert b" 101 " in await first.receive_some(4096)
+    assert dict(server.hub.by_ip) == {"203.0.113.7": 1}
+    status, _, _ = await _upgrade(server, {"X-Forwarded-For": "203.0.113.7"})
+    assert status == 429
+    status, _, _ = await _upgrade(server, {"X-Forwarded-For": "198.51.100.20"})
+    assert status == 101
+    await first.aclose()

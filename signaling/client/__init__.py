@@ -47,6 +47,7 @@ from ..frames import (
 )
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Mapping
 
 __all__ = ["Client", "ConnectionClosed", "connect"]
@@ -233,15 +234,19 @@ async def connect(
     token: str | None = None,
     encoding: Literal["json", "msgpack"] = "json",
     open_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Client]:
     """Open, authenticate, and yield a `Client`; closes it on exit.
 
     Raises `ConnectionClosed` (or the error of an ``error`` frame) when the
-    server refuses ``auth``.
+    server refuses ``auth``. For ``wss://`` URLs, ``ssl_context`` decides which
+    certificates to trust (default: the system's).
     """
     subprotocol = JSON_SUBPROTOCOL if encoding == "json" else MSGPACK_SUBPROTOCOL
     try:
-        async with _connected(url, subprotocol, user_id, token, open_timeout) as client:
+        async with _connected(
+            url, subprotocol, user_id, token, open_timeout, ssl_context
+        ) as client:
             yield client
     except BaseExceptionGroup as group:
         raise _single(group) from None
@@ -257,12 +262,21 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 @asynccontextmanager
 async def _connected(
-    url: str, subprotocol: str, user_id: str, token: str | None, open_timeout: float
+    url: str,
+    subprotocol: str,
+    user_id: str,
+    token: str | None,
+    open_timeout: float,
+    ssl_context: ssl.SSLContext | None,
 ) -> AsyncIterator[Client]:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(open_timeout):
             ws = await trio_websocket.connect_websocket_url(
-                nursery, url, subprotocols=[subprotocol], message_queue_size=0
+                nursery,
+                url,
+                subprotocols=[subprotocol],
+                message_queue_size=0,
+                ssl_context=ssl_context,
             )
         try:
             client = Client(ws, subprotocol)

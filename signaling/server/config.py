@@ -8,6 +8,7 @@ are all made from it, and a test checks they agree.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,23 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _list(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network like 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+def _path(text: str) -> str:
+    path = text.strip()
+    if path and not Path(path).is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -137,6 +155,30 @@ SETTINGS: tuple[Setting, ...] = (
         "3001",
         _port,
         "Port for HTTP and /ws (0 picks a free one).",
+    ),
+    Setting(
+        "certfile",
+        "SSL_CERTFILE",
+        "--certfile",
+        "",
+        _path,
+        "PEM certificate chain: with --keyfile, the port serves https:// and wss://.",
+    ),
+    Setting(
+        "keyfile",
+        "SSL_KEYFILE",
+        "--keyfile",
+        "",
+        _path,
+        "PEM private key of --certfile.",
+    ),
+    Setting(
+        "trusted_proxies",
+        "SIGNALING_TRUSTED_PROXIES",
+        "--trusted-proxies",
+        "",
+        _networks,
+        "Proxies (IPs or networks) whose X-Forwarded-For names the client for per-IP caps.",
     ),
     Setting(
         "allowed_origins",
@@ -331,6 +373,9 @@ class Settings:
 
     host: str = "0.0.0.0"
     port: int = 3001
+    certfile: str = ""
+    keyfile: str = ""
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     allow_no_origin: bool = True
     stun_urls: tuple[str, ...] = (
@@ -395,6 +440,8 @@ def load_settings(
             values[setting.name] = setting.parse(text)
         except ValueError as exc:
             raise ConfigError(f"{source}={text!r}: {exc}") from None
+    if bool(values["certfile"]) != bool(values["keyfile"]):
+        raise ConfigError("SSL_CERTFILE and SSL_KEYFILE (--certfile, --keyfile) go together")
     return Settings(**values)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.trio.tcp_server import TCPServer
 
-from .handshake import Refusal, negotiate
+from .handshake import Refusal, client_ip, negotiate
 from .websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -33,6 +33,8 @@ from .websocket import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from hypercorn.config import Config
     from hypercorn.trio.worker_context import WorkerContext
     from hypercorn.typing import AppWrapper, LifespanState
@@ -136,12 +138,12 @@ class LeanTransport:
 class _Replay(trio.abc.Stream):
     """A stream that first returns bytes already read, for hypercorn."""
 
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes, socket: trio.SocketStream) -> None:
         self._stream = stream
         self._prefix = prefix
-        self.socket = stream.socket
+        self.socket = socket.socket
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
             data, self._prefix = self._prefix, b""
             await trio.lowlevel.checkpoint()
@@ -155,10 +157,27 @@ class _Replay(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await self._stream.send_eof()
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class _TlsReplay(_Replay):
+    """`_Replay` over TLS: what hypercorn asks of an SSLStream (handshake done)."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], prefix: bytes) -> None:
+        super().__init__(stream, prefix, stream.transport_stream)
+        self._tls = stream
+        self.transport_stream = stream.transport_stream
+
+    async def do_handshake(self) -> None:
+        await self._tls.do_handshake()
+
+    def selected_alpn_protocol(self) -> str | None:
+        protocol: str | None = self._tls.selected_alpn_protocol()
+        return protocol
 
 
 def _http_response(status: int, reason: str, body: dict[str, Any], headers: str = "") -> bytes:
@@ -205,17 +224,27 @@ class FrontDoor:
         config: Config,
         context: WorkerContext,
         state: LifespanState,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.hub = hub
+        self._ssl = ssl_context
         self._app = app
         self._config = config
         self._context = context
         self._state = state
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted TCP connection."""
+    async def handle(self, socket_stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection (TLS first, when configured)."""
+        stream: trio.abc.Stream = socket_stream
         try:
+            head = None
             with trio.move_on_after(HEAD_TIMEOUT):
+                if self._ssl is not None:
+                    tls = trio.SSLStream(
+                        socket_stream, self._ssl, server_side=True, https_compatible=True
+                    )
+                    await tls.do_handshake()
+                    stream = tls
                 head, rest = await self._read_head(stream)
             if head is None:
                 await stream.aclose()
@@ -229,25 +258,30 @@ class FrontDoor:
                     and target.partition("?")[0] == WS_PATH
                     and upgrade == "websocket"
                 ):
-                    await self._websocket(stream, headers, rest)
+                    await self._websocket(stream, socket_stream, headers, rest)
                     return
+            replay = (
+                _TlsReplay(stream, head + rest)
+                if isinstance(stream, trio.SSLStream)
+                else _Replay(stream, head + rest, socket_stream)
+            )
             await TCPServer(
                 self._app,
                 self._config,
                 self._context,
                 self._state.copy(),
-                _Replay(stream, head + rest),  # type: ignore[arg-type]
+                replay,  # type: ignore[arg-type]
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             with trio.CancelScope(shield=True):
                 await stream.aclose()
         except Exception:
             # A bug in one connection must never take the node down.
-            log.exception("connection from %s failed", _remote(stream))
+            log.exception("connection from %s failed", _remote(socket_stream))
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read_head(self, stream: trio.SocketStream) -> tuple[bytes | None, bytes]:
+    async def _read_head(self, stream: trio.abc.Stream) -> tuple[bytes | None, bytes]:
         buffer = b""
         while True:
             end = buffer.find(b"\r\n\r\n")
@@ -271,12 +305,18 @@ class FrontDoor:
             buffer += data
 
     async def _websocket(
-        self, stream: trio.SocketStream, headers: dict[str, list[str]], rest: bytes
+        self,
+        stream: trio.abc.Stream,
+        socket_stream: trio.SocketStream,
+        headers: dict[str, list[str]],
+        rest: bytes,
     ) -> None:
         refusal = _check_upgrade(headers)
         origin = headers.get("origin", [None])[0]
         settings = self.hub.settings
-        ip = _peer_ip(stream)
+        ip = client_ip(
+            _peer_ip(socket_stream), headers.get("x-forwarded-for", []), settings.trusted_proxies
+        )
         refusal = refusal or self.hub.admit(ip)
         negotiated = refusal or negotiate(
             headers.get("sec-websocket-protocol", []),
@@ -287,7 +327,7 @@ class FrontDoor:
         if isinstance(negotiated, Refusal):
             self.hub.stats.upgrades_refused[negotiated.error] += 1
             extra = "Sec-WebSocket-Version: 13\r\n" if negotiated.status == 426 else ""
-            log.info("refused upgrade from %s: %s", _remote(stream), negotiated.message)
+            log.info("refused upgrade from %s: %s", ip, negotiated.message)
             await stream.send_all(
                 _http_response(
                     negotiated.status,
@@ -319,7 +359,8 @@ class FrontDoor:
             pending=rest,
             deflate=deflate,
         )
-        await self.hub.serve_connection(transport, codec, ip, _remote(stream))
+        remote = _remote(socket_stream)
+        await self.hub.serve_connection(transport, codec, ip, remote if ip in remote else ip)
 
 
 def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:

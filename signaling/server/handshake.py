@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from ..codec import Codec
     from ..frames import ClientFrame
 
-__all__ = ["Refusal", "negotiate", "origin_allowed"]
+__all__ = ["Refusal", "client_ip", "negotiate", "origin_allowed"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,46 @@ class Refusal:
     status: int
     error: str
     message: str
+
+
+def client_ip(
+    peer: str,
+    forwarded_for: Iterable[str],
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> str:
+    """The client's address: ``peer``, or from ``X-Forwarded-For`` if ``peer`` is trusted.
+
+    The chain is read from the right, skipping trusted proxies; the first
+    untrusted hop is the client. Anything unparsable means the header is not
+    believed and ``peer`` is used.
+    """
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_ip(hop):
+            return peer
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(
+    address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 def origin_allowed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from hypercorn.utils import wrap_app
 
 from ..errors import CloseCode
 from .app import create_app
+from .config import ConfigError
 from .front import FrontDoor
 from .hub import Hub
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
 
-__all__ = ["hypercorn_config", "hypercorn_values", "serve"]
+__all__ = ["hypercorn_config", "hypercorn_values", "serve", "ssl_context"]
 
 log = logging.getLogger("signaling.serve")
 
@@ -37,7 +39,28 @@ def hypercorn_values(settings: Settings) -> dict[str, Any]:
         "websocket_ping_interval": settings.ping_interval,
         "keep_alive_timeout": 75.0,
         "accesslog": None,
+        **(
+            {"certfile": settings.certfile, "keyfile": settings.keyfile}
+            if settings.certfile
+            else {}
+        ),
     }
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context, or None without a certificate; raises `ConfigError`."""
+    if not settings.certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load SSL_CERTFILE={settings.certfile!r} / SSL_KEYFILE={settings.keyfile!r}: "
+            f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        ) from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -58,6 +81,7 @@ async def serve(
     On shutdown it stops accepting, closes every WebSocket with 1001 and
     waits up to ``graceful_timeout`` for them to finish.
     """
+    tls = ssl_context(settings)
     hub = hub if hub is not None else Hub(settings)
     app = wrap_app(create_app(settings, hub=hub), 0, "asgi")
     config = hypercorn_config(settings)
@@ -71,13 +95,14 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         port: int = listeners[0].socket.getsockname()[1]
-        front = FrontDoor(hub, app, config, context, state)
+        front = FrontDoor(hub, app, config, context, state, tls)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(
                     partial(trio.serve_listeners, front.handle, listeners, handler_nursery=handlers)
                 )
-                log.info("listening on http://%s:%d (WebSocket at /ws)", settings.host, port)
+                scheme = "https" if tls else "http"
+                log.info("listening on %s://%s:%d (WebSocket at /ws)", scheme, settings.host, port)
                 task_status.started(port)
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
