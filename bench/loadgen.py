@@ -481,8 +481,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if url is None:
         port = free_port()
         extra = list(args.server_arg)
-        if args.scenario in {"steady", "saturate"} and args.server == "signaling":
-            extra += ["--rate-limit", "0"]  # these scenarios measure relaying, not the limiter
+        if args.server == "signaling":
+            # every generated client comes from 127.0.0.1
+            extra += ["--max-connections-per-ip", "0"]
+            if args.scenario in {"steady", "saturate"}:
+                extra += ["--rate-limit", "0"]  # these measure relaying, not the limiter
         server = start_server(args.server, port, server_cpus, extra)
         url = f"ws://127.0.0.1:{port}/ws"
     proc = ServerTree(server.pid) if server else None
