@@ -47,6 +47,21 @@ def run_cli(
     )
 
 
+def serve_command(port: int, *flags: str) -> list[str]:
+    """``signaling serve`` on 127.0.0.1:``port`` with extra ``flags``."""
+    return [
+        sys.executable,
+        "-m",
+        "signaling",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *flags,
+    ]
+
+
 class Running:
     """A server process and everything it wrote to stderr so far."""
 
@@ -165,16 +180,7 @@ def test_readme_documents_every_setting() -> None:
 
 async def test_sigterm_drains_closes_1001_and_exits_0() -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "signaling",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = serve_command(port)
     async with (
         running(command, clean_env(), b"listening on") as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import sys
 
 import msgspec
 import pytest
@@ -18,7 +17,7 @@ from signaling.frames import IceCandidateInit
 from signaling.server.logs import JsonFormatter, TextFormatter
 
 from .conftest import Server, chromium_call
-from .test_cli import clean_env, free_port, running
+from .test_cli import clean_env, free_port, running, serve_command
 
 CALL = chromium_call()
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLWJvZHk.c2lnbmF0dXJl"
@@ -125,18 +124,7 @@ def test_formatters_put_the_ids_on_the_line() -> None:
 
 async def test_log_format_json_gives_json_lines() -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "signaling",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-format",
-        "json",
-    ]
+    command = serve_command(port, "--log-format", "json")
     async with running(command, clean_env(), b"listening on") as server:
         async with connect(f"ws://127.0.0.1:{port}/ws", user_id="alice") as alice:
             await alice.join("s")

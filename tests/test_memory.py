@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import psutil
 import trio
@@ -12,29 +11,16 @@ import trio_websocket
 from signaling.client import connect
 from signaling.frames import UserJoined, UserLeft
 
-from .test_cli import clean_env, free_port, running
+from .test_cli import clean_env, free_port, running, serve_command
 
 OUTBOX = 4 * 2**20
 
 
 async def test_non_reading_client_is_closed_and_rss_stays_flat(nursery: trio.Nursery) -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "signaling",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--rate-limit",
-        "0",
-        "--outbox-bytes",
-        str(OUTBOX),
-        "--outbox-frames",
-        "100000",
-    ]
+    command = serve_command(
+        port, "--rate-limit", "0", "--outbox-bytes", str(OUTBOX), "--outbox-frames", "100000"
+    )
     url = f"ws://127.0.0.1:{port}/ws"
     async with running(command, clean_env(), b"listening on") as running_server:
         server = psutil.Process(running_server.process.pid)
