@@ -25,6 +25,7 @@ from quart import Response, jsonify, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ..frames import USER_ID_MAX_LENGTH
 from .config import Settings, load_settings
 from .handshake import Refusal, negotiate, origin_allowed
 from .hub import Hub
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     @app.after_serving
     async def drain() -> None:
         hub.close_all(1001, "server shutting down")
+        await hub.ice.aclose()
 
     @app.get("/health")
     async def health() -> Any:
@@ -156,7 +158,16 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
 
     @app.post("/turn/credentials")
     async def turn_credentials() -> Any:
-        servers = await hub.ice.ice_servers(None)
+        # Development mode: the caller may name itself (?userId= or {"userId": …});
+        # with token verification the user comes from the token instead.
+        user_id = request.args.get("userId")
+        if user_id is None and request.is_json:
+            body = await request.get_json(silent=True)
+            if isinstance(body, dict) and isinstance(body.get("userId"), str):
+                user_id = body["userId"]
+        if user_id is not None and not 0 < len(user_id) <= USER_ID_MAX_LENGTH:
+            return _json_error(400, "bad-request", "userId must be 1 to 128 characters")
+        servers = await hub.ice.ice_servers(user_id)
         return {
             "iceServers": msgspec.to_builtins(servers),
             "timestamp": int(time.time() * 1000),

@@ -111,6 +111,28 @@ def _path(text: str) -> str:
     return path
 
 
+def _turn_provider(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"none", "cloudflare", "rest"}:
+        raise ValueError("expected none, cloudflare or rest")
+    return value
+
+
+def _turn_urls(text: str) -> tuple[str, ...]:
+    urls = _list(text)
+    for url in urls:
+        if not url.startswith(("turn:", "turns:")):
+            raise ValueError(f"{url!r} is not a turn: or turns: URL")
+    return urls
+
+
+def _http_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return url
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -203,6 +225,94 @@ SETTINGS: tuple[Setting, ...] = (
         "stun:stun.l.google.com:19302,stun:stun1.l.google.com:19302",
         _stun_urls,
         "Comma-separated STUN URLs sent in welcome and POST /turn/credentials.",
+    ),
+    Setting(
+        "turn_provider",
+        "TURN_PROVIDER",
+        "--turn-provider",
+        "none",
+        _turn_provider,
+        "TURN credentials: none (STUN only), cloudflare, or rest (coturn shared secret).",
+    ),
+    Setting(
+        "turn_ttl",
+        "TURN_TTL",
+        "--turn-ttl",
+        "86400",
+        _positive_int,
+        "Seconds TURN credentials stay valid (Cloudflare caps it at 172800).",
+    ),
+    Setting(
+        "cloudflare_turn_key_id",
+        "CLOUDFLARE_TURN_KEY_ID",
+        "--cloudflare-turn-key-id",
+        "",
+        str.strip,
+        "Cloudflare Realtime TURN key id (TURN_PROVIDER=cloudflare).",
+    ),
+    Setting(
+        "cloudflare_api_token",
+        "CLOUDFLARE_API_TOKEN",
+        "--cloudflare-api-token",
+        "",
+        str.strip,
+        "Cloudflare TURN key API token (TURN_PROVIDER=cloudflare).",
+    ),
+    Setting(
+        "cloudflare_account_id",
+        "CLOUDFLARE_ACCOUNT_ID",
+        "--cloudflare-account-id",
+        "",
+        str.strip,
+        "Accepted for compatibility with the old server; not needed by the TURN API.",
+    ),
+    Setting(
+        "cloudflare_api_base_url",
+        "CLOUDFLARE_API_BASE_URL",
+        "--cloudflare-api-base-url",
+        "https://rtc.live.cloudflare.com",
+        _http_url,
+        "Base URL of Cloudflare's Realtime API (tests point it at a local server).",
+    ),
+    Setting(
+        "turn_request_timeout",
+        "TURN_REQUEST_TIMEOUT",
+        "--turn-request-timeout",
+        "5",
+        _seconds,
+        "Seconds to wait for the TURN provider before answering STUN only.",
+    ),
+    Setting(
+        "turn_refresh_margin",
+        "TURN_REFRESH_MARGIN",
+        "--turn-refresh-margin",
+        "300",
+        _seconds,
+        "Fetch new Cloudflare credentials this many seconds before the cached ones expire.",
+    ),
+    Setting(
+        "turn_allow_port_53",
+        "TURN_ALLOW_PORT_53",
+        "--turn-allow-port-53",
+        "false",
+        _bool,
+        "Keep Cloudflare's port-53 URLs (browsers block them, so they are dropped by default).",
+    ),
+    Setting(
+        "turn_rest_secret",
+        "TURN_REST_SECRET",
+        "--turn-rest-secret",
+        "",
+        str.strip,
+        "Shared secret of the TURN server (coturn static-auth-secret; TURN_PROVIDER=rest).",
+    ),
+    Setting(
+        "turn_rest_urls",
+        "TURN_REST_URLS",
+        "--turn-rest-urls",
+        "",
+        _turn_urls,
+        "Comma-separated turn:/turns: URLs of that server (TURN_PROVIDER=rest).",
     ),
     Setting(
         "max_participants",
@@ -367,6 +477,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting, parsed. Build with `load_settings`, or directly in tests."""
@@ -382,6 +495,17 @@ class Settings:
         "stun:stun.l.google.com:19302",
         "stun:stun1.l.google.com:19302",
     )
+    turn_provider: str = "none"
+    turn_ttl: int = 86400
+    cloudflare_turn_key_id: str = ""
+    cloudflare_api_token: str = ""
+    cloudflare_account_id: str = ""
+    cloudflare_api_base_url: str = "https://rtc.live.cloudflare.com"
+    turn_request_timeout: float = 5.0
+    turn_refresh_margin: float = 300.0
+    turn_allow_port_53: bool = False
+    turn_rest_secret: str = ""
+    turn_rest_urls: tuple[str, ...] = ()
     max_participants: int = 16
     max_connections: int = 20000
     max_connections_per_ip: int = 256
@@ -442,6 +566,13 @@ def load_settings(
             raise ConfigError(f"{source}={text!r}: {exc}") from None
     if bool(values["certfile"]) != bool(values["keyfile"]):
         raise ConfigError("SSL_CERTFILE and SSL_KEYFILE (--certfile, --keyfile) go together")
+    required = {
+        "cloudflare": ("cloudflare_turn_key_id", "cloudflare_api_token"),
+        "rest": ("turn_rest_secret", "turn_rest_urls"),
+    }.get(values["turn_provider"], ())
+    missing = [_BY_NAME[name].env for name in required if not values[name]]
+    if missing:
+        raise ConfigError(f"TURN_PROVIDER={values['turn_provider']} needs {' and '.join(missing)}")
     return Settings(**values)
 
 

@@ -13,7 +13,7 @@ from ..errors import CloseCode
 from .auth import AllowAll, Authenticator, Authorizer, DevelopmentAuthenticator
 from .connection import Connection
 from .handshake import Refusal
-from .ice import IceServersProvider, StaticIceServers
+from .ice import IceServersProvider, ice_provider
 from .metrics import Stats
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Hub:
         self.stats = Stats()
         self.authenticator: Authenticator = authenticator or DevelopmentAuthenticator()
         self.authorizer: Authorizer = authorizer or AllowAll()
-        self.ice: IceServersProvider = ice or StaticIceServers(settings.stun_urls)
+        self.ice: IceServersProvider = ice or ice_provider(settings)
         self.connections: set[Connection] = set()
         self.by_ip: Counter[str] = Counter()
         self.by_user: Counter[str] = Counter()

@@ -128,6 +128,19 @@ class MetricsCollector(Collector):
             "state",
             registry.connection_states,
         )
+        upstream_failures = getattr(hub.ice, "failures", None)
+        if upstream_failures is not None:
+            yield _labelled(
+                "signaling_turn_upstream_failures",
+                "Failed TURN credential fetches, by reason (HTTP status, timeout, error).",
+                "reason",
+                upstream_failures,
+            )
+            fetches = CounterMetricFamily(
+                "signaling_turn_upstream_requests", "TURN credential fetches made upstream."
+            )
+            fetches.add_metric([], getattr(hub.ice, "fetches", 0))
+            yield fetches
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, count in zip(
