@@ -43,9 +43,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    logging.getLogger("signaling").warning(
-        "development auth: every client is trusted as the userId it sends"
-    )
+    if not (settings.firebase_project_id or settings.jwt_jwks_url or settings.token_secret):
+        logging.getLogger("signaling").warning(
+            "development auth: every client is trusted as the userId it sends; "
+            "set FIREBASE_PROJECT_ID, JWT_JWKS_URL or SIGNALING_TOKEN_SECRET in production"
+        )
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -88,6 +90,38 @@ def _run_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds or e.g. 10m, 2h") from None
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    import os
+
+    from dotenv import dotenv_values
+
+    from .server.auth import mint_join_token
+
+    secret = args.secret or os.environ.get("SIGNALING_TOKEN_SECRET")
+    if not secret and Path(".env").is_file():
+        secret = dotenv_values(".env").get("SIGNALING_TOKEN_SECRET")
+    if not secret or len(secret) < 32:
+        print(
+            "signaling: token needs SIGNALING_TOKEN_SECRET (or --secret), 32+ characters",
+            file=sys.stderr,
+        )
+        return 2
+    sessions: list[str] | str = "*" if "*" in args.session else list(args.session)
+    print(mint_join_token(secret, args.user, sessions, args.ttl))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signaling`` console script."""
     parser = argparse.ArgumentParser(prog="signaling", description="WebRTC signaling server")
@@ -96,9 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     schema = subparsers.add_parser("schema", help="write protocol/schema.json from the frames")
     schema.add_argument("--output", default="protocol/schema.json")
     schema.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    token = subparsers.add_parser(
+        "token", help="mint a signed join token (SIGNALING_TOKEN_SECRET) for development"
+    )
+    token.add_argument("--user", required=True, help="the userId (sub)")
+    token.add_argument(
+        "--session", action="append", required=True, help="a sessionId it may join ('*': any)"
+    )
+    token.add_argument("--ttl", type=_duration, default=600.0, help="lifetime: 600, 10m, 2h")
+    token.add_argument("--secret", help="the secret (default: SIGNALING_TOKEN_SECRET)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command == "token":
+        return _run_token(args)
     return _run_schema(args)
 
 

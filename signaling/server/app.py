@@ -25,6 +25,7 @@ from quart import Response, jsonify, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ..errors import SignalingError
 from ..frames import USER_ID_MAX_LENGTH
 from .config import Settings, load_settings
 from .handshake import Refusal, negotiate, origin_allowed
@@ -158,6 +159,23 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
 
     @app.post("/turn/credentials")
     async def turn_credentials() -> Any:
+        if hub.authenticator.verifies_tokens:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                response = _json_error(
+                    401, "unauthorized", "POST /turn/credentials needs Authorization: Bearer"
+                )
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+            try:
+                identity = await hub.authenticator.verify_bearer(token.strip())
+            except SignalingError as exc:
+                return _json_error(401, "unauthorized", exc.message)
+            servers = await hub.ice.ice_servers(identity.user_id)
+            return {
+                "iceServers": msgspec.to_builtins(servers),
+                "timestamp": int(time.time() * 1000),
+            }
         # Development mode: the caller may name itself (?userId= or {"userId": …});
         # with token verification the user comes from the token instead.
         user_id = request.args.get("userId")

@@ -133,6 +133,27 @@ def _http_url(text: str) -> str:
     return url
 
 
+def _optional_http_url(text: str) -> str:
+    return _http_url(text) if text.strip() else ""
+
+
+def _jwt_algorithms(text: str) -> tuple[str, ...]:
+    algorithms = _list(text)
+    for algorithm in algorithms:
+        if algorithm not in {"RS256", "ES256", "EdDSA"}:
+            raise ValueError(f"{algorithm!r}: expected RS256, ES256 or EdDSA")
+    if not algorithms:
+        raise ValueError("expected at least one of RS256, ES256, EdDSA")
+    return algorithms
+
+
+def _token_secret(text: str) -> str:
+    secret = text.strip()
+    if secret and len(secret) < 32:
+        raise ValueError("a join-token secret needs at least 32 characters")
+    return secret
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -201,6 +222,102 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _networks,
         "Proxies (IPs or networks) whose X-Forwarded-For names the client for per-IP caps.",
+    ),
+    Setting(
+        "firebase_project_id",
+        "FIREBASE_PROJECT_ID",
+        "--firebase-project-id",
+        "",
+        str.strip,
+        "Verify Firebase ID tokens of this project in auth (replaces development auth).",
+    ),
+    Setting(
+        "firebase_certs_url",
+        "FIREBASE_CERTS_URL",
+        "--firebase-certs-url",
+        "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com",
+        _http_url,
+        "Where Google publishes the Firebase signing certificates.",
+    ),
+    Setting(
+        "jwt_jwks_url",
+        "JWT_JWKS_URL",
+        "--jwt-jwks-url",
+        "",
+        _optional_http_url,
+        "Verify tokens of any OIDC issuer against this JWKS URL (Auth0, Keycloak, Supabase…).",
+    ),
+    Setting(
+        "jwt_issuer",
+        "JWT_ISSUER",
+        "--jwt-issuer",
+        "",
+        str.strip,
+        "Required iss of JWKS-verified tokens.",
+    ),
+    Setting(
+        "jwt_audience",
+        "JWT_AUDIENCE",
+        "--jwt-audience",
+        "",
+        str.strip,
+        "Required aud of JWKS-verified tokens.",
+    ),
+    Setting(
+        "jwt_algorithms",
+        "JWT_ALGORITHMS",
+        "--jwt-algorithms",
+        "RS256",
+        _jwt_algorithms,
+        "Comma-separated algorithms JWKS-verified tokens may use: RS256, ES256, EdDSA.",
+    ),
+    Setting(
+        "jwt_user_claim",
+        "JWT_USER_CLAIM",
+        "--jwt-user-claim",
+        "sub",
+        str.strip,
+        "The claim of a JWKS-verified token that is the userId.",
+    ),
+    Setting(
+        "token_secret",
+        "SIGNALING_TOKEN_SECRET",
+        "--token-secret",
+        "",
+        _token_secret,
+        "Verify HS256 join tokens signed with this secret (32+ characters).",
+    ),
+    Setting(
+        "token_leeway",
+        "SIGNALING_TOKEN_LEEWAY",
+        "--token-leeway",
+        "10",
+        _seconds,
+        "Seconds of clock skew allowed when checking exp, iat and auth_time.",
+    ),
+    Setting(
+        "membership_webhook_url",
+        "MEMBERSHIP_WEBHOOK_URL",
+        "--membership-webhook-url",
+        "",
+        _optional_http_url,
+        "Ask this URL before each join: POST {userId, sessionId}; 200 allows, 403 denies.",
+    ),
+    Setting(
+        "membership_webhook_timeout",
+        "MEMBERSHIP_WEBHOOK_TIMEOUT",
+        "--membership-webhook-timeout",
+        "2",
+        _seconds,
+        "Seconds to wait for the membership webhook; no answer denies the join.",
+    ),
+    Setting(
+        "membership_cache_seconds",
+        "MEMBERSHIP_CACHE_SECONDS",
+        "--membership-cache-seconds",
+        "30",
+        _seconds,
+        "Seconds a webhook decision is reused for the same user and session.",
     ),
     Setting(
         "allowed_origins",
@@ -489,6 +606,20 @@ class Settings:
     certfile: str = ""
     keyfile: str = ""
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    firebase_project_id: str = ""
+    firebase_certs_url: str = (
+        "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+    )
+    jwt_jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_algorithms: tuple[str, ...] = ("RS256",)
+    jwt_user_claim: str = "sub"
+    token_secret: str = ""
+    token_leeway: float = 10.0
+    membership_webhook_url: str = ""
+    membership_webhook_timeout: float = 2.0
+    membership_cache_seconds: float = 30.0
     allowed_origins: tuple[str, ...] = ()
     allow_no_origin: bool = True
     stun_urls: tuple[str, ...] = (
@@ -566,6 +697,15 @@ def load_settings(
             raise ConfigError(f"{source}={text!r}: {exc}") from None
     if bool(values["certfile"]) != bool(values["keyfile"]):
         raise ConfigError("SSL_CERTFILE and SSL_KEYFILE (--certfile, --keyfile) go together")
+    modes = [
+        _BY_NAME[name].env
+        for name in ("firebase_project_id", "jwt_jwks_url", "token_secret")
+        if values[name]
+    ]
+    if len(modes) > 1:
+        raise ConfigError(f"choose one token verifier: {' or '.join(modes)}")
+    if values["jwt_jwks_url"] and not (values["jwt_issuer"] and values["jwt_audience"]):
+        raise ConfigError("JWT_JWKS_URL needs JWT_ISSUER and JWT_AUDIENCE")
     required = {
         "cloudflare": ("cloudflare_turn_key_id", "cloudflare_api_token"),
         "rest": ("turn_rest_secret", "turn_rest_urls"),

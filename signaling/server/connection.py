@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..codec import Codec
     from ..core import TokenBucket
     from ..frames import ClientFrame, ServerFrame
+    from .auth import Identity
     from .hub import Hub
 
 __all__ = ["CLOSE_TIMEOUT", "Connection", "Transport"]
@@ -84,6 +85,7 @@ class Connection:
         "codec",
         "connection_id",
         "hub",
+        "identity",
         "ip",
         "outbox",
         "peer",
@@ -106,6 +108,7 @@ class Connection:
         self.outbox = Outbox(max_frames=settings.outbox_frames, max_bytes=settings.outbox_bytes)
         transport.outbox = self.outbox
         self.peer: Peer | None = None
+        self.identity: Identity | None = None
         self.bucket: TokenBucket | None = None
         self.strikes = 0
         self.pinged_at = -math.inf
@@ -244,6 +247,8 @@ class Connection:
                         self.strikes = 0
                     if type(frame) is JoinSession:
                         await self._join(frame)
+                    elif type(frame) is Auth:
+                        await self._reauth(frame)
                     else:
                         self.peer.handle(frame)
                 batch = await transport.receive()
@@ -281,11 +286,13 @@ class Connection:
         try:
             if type(frame) is not Auth:
                 raise Unauthorized("the first frame must be auth")
-            user_id = await self.hub.authenticator.authenticate(frame)
+            identity = await self.hub.authenticator.authenticate(frame)
         except SignalingError as exc:
             self._deliver_now(exc.to_frame(frame.id))
             self.close(CloseCode.UNAUTHORIZED, exc.message)
             return None
+        user_id = identity.user_id
+        self.identity = identity
         limit = self.hub.settings.max_connections_per_user
         if limit and self.hub.by_user[user_id] >= limit:
             message = f"{user_id!r} has {limit} connections open already"
@@ -302,10 +309,47 @@ class Connection:
         )
         return batch[1:]
 
+    async def _reauth(self, frame: Auth) -> None:
+        """A fresh token on a live connection (same user only) extends its life."""
+        assert self.peer is not None
+        assert self.identity is not None
+        if not self.hub.authenticator.verifies_tokens:
+            self.peer.handle(frame)  # development mode: a second auth is a bad frame
+            return
+        try:
+            identity = await self.hub.authenticator.authenticate(frame)
+            if identity.user_id != self.identity.user_id:
+                raise Unauthorized("re-auth must be for the same user")
+        except SignalingError as exc:
+            self.deliver(exc.to_frame(frame.id))
+            return
+        self.identity = identity
+        log.info("re-authenticated", extra=self.log_ids())
+        ice_servers = await self.hub.ice.ice_servers(identity.user_id)
+        self.deliver(
+            Welcome(
+                user_id=identity.user_id,
+                connection_id=self.connection_id,
+                ice_servers=ice_servers,
+            )
+        )
+
+    def expire(self, now: float) -> None:
+        """Close with 4401 if the token has expired (checked by the hub's heartbeat)."""
+        identity = self.identity
+        if identity is None or identity.expires_at is None or now < identity.expires_at:
+            return
+        log.info("token expired; closing", extra=self.log_ids())
+        self._deliver_now(
+            Unauthorized("token expired: send a fresh auth frame before exp").to_frame()
+        )
+        self.close(CloseCode.UNAUTHORIZED, "token expired")
+
     async def _join(self, frame: JoinSession) -> None:
         assert self.peer is not None
+        assert self.identity is not None
         try:
-            await self.hub.authorizer.authorize_join(self.peer.user_id, frame.session_id)
+            await self.hub.authorizer.authorize_join(self.identity, frame.session_id)
         except SignalingError as exc:
             self.deliver(exc.to_frame(frame.id))
             return

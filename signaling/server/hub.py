@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import trio
 
 from ..core import RateLimiter, Registry
 from ..errors import CloseCode
-from .auth import AllowAll, Authenticator, Authorizer, DevelopmentAuthenticator
+from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
 from .handshake import Refusal
 from .ice import IceServersProvider, ice_provider
@@ -45,8 +46,9 @@ class Hub:
         )
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.stats = Stats()
-        self.authenticator: Authenticator = authenticator or DevelopmentAuthenticator()
-        self.authorizer: Authorizer = authorizer or AllowAll()
+        default_authenticator, default_authorizer = identity_seams(settings)
+        self.authenticator: Authenticator = authenticator or default_authenticator
+        self.authorizer: Authorizer = authorizer or default_authorizer
         self.ice: IceServersProvider = ice or ice_provider(settings)
         self.connections: set[Connection] = set()
         self.by_ip: Counter[str] = Counter()
@@ -129,6 +131,7 @@ class Hub:
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
+            wall = time.time()
             for connection in list(self.connections):
                 transport = connection.transport
                 idle = now - transport.last_activity
@@ -138,3 +141,4 @@ class Hub:
                 elif idle >= interval and connection.pinged_at <= transport.last_activity:
                     connection.pinged_at = now
                     transport.ping()
+                connection.expire(wall)
