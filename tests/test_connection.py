@@ -9,7 +9,6 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from signaling.codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from signaling.frames import UserJoined
 from signaling.server import Hub
-from signaling.server.connection import Connection
 from signaling.server.front import LeanTransport
 
 from .conftest import TEST_SETTINGS
@@ -45,7 +44,7 @@ async def test_frames_queued_in_one_tick_go_out_in_one_write() -> None:
     hub = Hub(TEST_SETTINGS)
     codec = CLIENT_CODECS[JSON_SUBPROTOCOL]
     transport = LeanTransport(stream, text=True, max_message=65536, pending=b"")
-    connection = Connection(hub, transport, codec, "memory", "memory")
+    connection = hub.open(transport, codec, "memory", "memory")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.run)
         await trio.testing.wait_all_tasks_blocked()

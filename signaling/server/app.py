@@ -204,9 +204,14 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             hub.stats.upgrades_refused[negotiated.error] += 1
             return _json_error(negotiated.status, negotiated.error, negotiated.message)
         codec, subprotocol = negotiated
-        await websocket.accept(subprotocol=subprotocol)
         ws_object = websocket._get_current_object()  # type: ignore[attr-defined]
-        await hub.serve_connection(AsgiTransport(ws_object, text=codec.text), codec, ip, ip)
+        connection = hub.open(AsgiTransport(ws_object, text=codec.text), codec, ip, ip)
+        try:
+            await websocket.accept(subprotocol=subprotocol)
+        except BaseException:
+            hub.remove(connection)
+            raise
+        await connection.run()
         return None
 
     return app

@@ -159,9 +159,8 @@ class Connection:
     # --- the tasks ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the connection until it closes."""
+        """Serve the connection until it closes (`Hub.open` counted it in)."""
         hub = self.hub
-        hub.add(self)
         log.info("connected from %s", self.remote, extra=self.log_ids())
         try:
             async with trio.open_nursery() as nursery:

@@ -351,7 +351,6 @@ class FrontDoor:
             deflate = Deflate.negotiate(headers.get("sec-websocket-extensions", []))
             if deflate is not None:
                 response += f"Sec-WebSocket-Extensions: {deflate.response}\r\n"
-        await stream.send_all((response + "\r\n").encode("latin-1"))
         transport = LeanTransport(
             stream,
             text=codec.text,
@@ -360,7 +359,13 @@ class FrontDoor:
             deflate=deflate,
         )
         remote = _remote(socket_stream)
-        await self.hub.serve_connection(transport, codec, ip, remote if ip in remote else ip)
+        connection = self.hub.open(transport, codec, ip, remote if ip in remote else ip)
+        try:
+            await stream.send_all((response + "\r\n").encode("latin-1"))
+        except BaseException:
+            self.hub.remove(connection)
+            raise
+        await connection.run()
 
 
 def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:

@@ -56,14 +56,23 @@ class Hub:
         self.draining = False
         self._all_closed = trio.Event()
 
+    def open(
+        self, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
+    ) -> Connection:
+        """Count a connection in before its upgrade is answered (no await in between
+        the caps check and this, so a burst cannot overshoot them); `Connection.run`
+        counts it out."""
+        connection = Connection(self, transport, codec, ip, remote)
+        self.add(connection)
+        if self.draining:
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        return connection
+
     async def serve_connection(
         self, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
     ) -> None:
-        """Run one accepted WebSocket connection (from ``ip``) to its end."""
-        connection = Connection(self, transport, codec, ip, remote)
-        if self.draining:
-            connection.close(CloseCode.GOING_AWAY, "server shutting down")
-        await connection.run()
+        """Open one accepted WebSocket connection (from ``ip``) and run it to its end."""
+        await self.open(transport, codec, ip, remote).run()
 
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every connection (shutdown: 1001, reconnect elsewhere)."""
