@@ -130,12 +130,12 @@ class Hub:
         A connection that received nothing for ``ping_interval`` seconds gets a
         ping; one that received nothing (pong included) for ``ping_interval +
         ping_timeout`` is closed with 4408. Checked four times per the shorter
-        of the two, so a half-open connection goes within that time plus a
-        quarter of it.
+        of the two; a connection is closed at the last check before its limit
+        rather than the first after, so a half-open one never outlives it.
         """
         interval = self.settings.ping_interval
-        limit = interval + self.settings.ping_timeout
         tick = min(interval, self.settings.ping_timeout) / 4
+        limit = interval + self.settings.ping_timeout - tick
         task_status.started()
         while True:
             await trio.sleep(tick)
