@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     @app.after_serving
     async def drain() -> None:
         hub.close_all(1001, "server shutting down")
-        await hub.ice.aclose()
+        await hub.aclose()
 
     @app.get("/health")
     async def health() -> Any:

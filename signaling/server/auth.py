@@ -137,6 +137,12 @@ class TokenAuthenticator:
         """Verify a bearer token."""
         return await self.verifier.verify(token)
 
+    async def aclose(self) -> None:
+        """Close the key fetcher's connections."""
+        keys = getattr(self.verifier, "keys", None)
+        if keys is not None:
+            await keys.aclose()
+
 
 class _KeySet:
     """Signing keys by ``kid`` from a URL, cached by ``Cache-Control: max-age``."""
@@ -377,6 +383,12 @@ class TokenSessions:
                 raise Forbidden(f"your token does not allow session {session_id!r}")
         if self.then is not None:
             await self.then.authorize_join(identity, session_id)
+
+    async def aclose(self) -> None:
+        """Close the webhook's connections."""
+        close = getattr(self.then, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class WebhookAuthorizer:

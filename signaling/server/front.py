@@ -22,6 +22,7 @@ from .websocket import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     Deflate,
     FrameParser,
@@ -56,7 +57,6 @@ class LeanTransport:
     """`signaling.server.connection.Transport` over a raw trio stream."""
 
     __slots__ = (
-        "_closed_by_peer",
         "_deflate",
         "_opcode",
         "_parser",
@@ -112,7 +112,7 @@ class LeanTransport:
                     messages.append((False, payload))
                 elif opcode == OP_PING:
                     if self.outbox is not None:
-                        self.outbox.put_control(frame(0xA, payload))
+                        self.outbox.put_control(frame(OP_PONG, payload))
                 elif opcode == OP_CLOSE:
                     self.peer_close = parse_close(payload)
                     return messages or None

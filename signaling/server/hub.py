@@ -74,6 +74,13 @@ class Hub:
         """Open one accepted WebSocket connection (from ``ip``) and run it to its end."""
         await self.open(transport, codec, ip, remote).run()
 
+    async def aclose(self) -> None:
+        """Release the seams' outbound HTTP connections (TURN provider, keys, webhook)."""
+        for resource in (self.ice, self.authenticator, self.authorizer):
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                await close()
+
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every connection (shutdown: 1001, reconnect elsewhere)."""
         self.draining = True
