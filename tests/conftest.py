@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -63,3 +66,53 @@ async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Ser
     port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
     yield Server(port, hub, stop)
     stop.set()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A redis-server of its own on a free port, removed after the test."""
+    assert shutil.which("redis-server"), "redis-server is missing: ./dev test installs it"
+    port = _free_port()
+    process = await trio.lowlevel.open_process(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(10):
+            while True:
+                try:
+                    probe = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    await trio.sleep(0.02)
+                    continue
+                await probe.send_all(b"PING\r\n")
+                if (await probe.receive_some(64)).startswith(b"+PONG"):
+                    await probe.aclose()
+                    break
+                await probe.aclose()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        with trio.move_on_after(5):
+            await process.wait()
+        process.kill()

@@ -61,6 +61,9 @@ class Peer:
 
     __slots__ = ("_registry", "closed", "connection_id", "deliver", "sessions", "user_id")
 
+    is_remote = False
+    """A connection of this node (see `signaling.server.cluster.RemotePeer`)."""
+
     def __init__(
         self,
         registry: Registry,

@@ -91,6 +91,29 @@ class Registry:
         seats[user_id] = member
         return others, previous
 
+    def place(self, session_id: str, member: Member) -> Member | None:
+        """Seat ``member`` as another node decided (no cap check); returns who it replaced."""
+        seats = self._sessions.setdefault(session_id, {})
+        previous = seats.get(member.user_id)
+        seats[member.user_id] = member
+        return previous
+
+    def unseat(self, session_id: str, user_id: str) -> list[Member] | None:
+        """Remove ``user_id``'s seat whoever holds it; the others, or None if there was none."""
+        seats = self._sessions.get(session_id)
+        if seats is None or seats.pop(user_id, None) is None:
+            return None
+        others = list(seats.values())
+        if not seats:
+            del self._sessions[session_id]
+        return others
+
+    def forget_if_remote_only(self, session_id: str) -> None:
+        """Drop a session whose seats left here are all held on other nodes."""
+        seats = self._sessions.get(session_id)
+        if seats is not None and all(getattr(m, "is_remote", False) for m in seats.values()):
+            del self._sessions[session_id]
+
     def leave(self, member: Member, session_id: str) -> list[Member] | None:
         """Unseat ``member``; returns the others still seated, or None if it had no seat."""
         seats = self._sessions.get(session_id)

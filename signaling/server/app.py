@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     @app.before_serving
     async def start_background() -> None:
         await app.nursery.start(hub.serve_heartbeat)
+        if hub.cluster is not None:
+            await app.nursery.start(hub.cluster.serve)
 
     settings = hub.settings
 

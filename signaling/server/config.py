@@ -133,6 +133,13 @@ def _http_url(text: str) -> str:
     return url
 
 
+def _optional_redis_url(text: str) -> str:
+    url = text.strip()
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{url!r} is not a redis://, rediss:// or unix:// URL")
+    return url
+
+
 def _optional_http_url(text: str) -> str:
     return _http_url(text) if text.strip() else ""
 
@@ -432,6 +439,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated turn:/turns: URLs of that server (TURN_PROVIDER=rest).",
     ),
     Setting(
+        "redis_url",
+        "REDIS_URL",
+        "--redis-url",
+        "",
+        _optional_redis_url,
+        "Share sessions with other nodes through this Redis (redis://host:6379/0).",
+    ),
+    Setting(
+        "node_ttl",
+        "SIGNALING_NODE_TTL",
+        "--node-ttl",
+        "15",
+        _seconds,
+        "Seconds after which a silent node's participants are removed (with Redis).",
+    ),
+    Setting(
         "max_participants",
         "SIGNALING_MAX_PARTICIPANTS",
         "--max-participants",
@@ -637,6 +660,8 @@ class Settings:
     turn_allow_port_53: bool = False
     turn_rest_secret: str = ""
     turn_rest_urls: tuple[str, ...] = ()
+    redis_url: str = ""
+    node_ttl: float = 15.0
     max_participants: int = 16
     max_connections: int = 20000
     max_connections_per_ip: int = 256

@@ -21,7 +21,7 @@ import trio
 from ..codec import probe_id
 from ..core import Peer
 from ..errors import BadFrame, CloseCode, Forbidden, SignalingError, Unauthorized
-from ..frames import Auth, Error, JoinSession, Welcome
+from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
 from .outbox import Outbox
 from .websocket import ProtocolError
 
@@ -149,12 +149,21 @@ class Connection:
         self.close_code = code
         self.close_reason = reason
         self.outbox.close()
-        if self.peer is not None:
-            # Free the seats now, not after the close handshake: the others
-            # hear user-left at once even if this client never answers.
-            self.peer.close()
+        # Free the seats now, not after the close handshake: the others
+        # hear user-left at once even if this client never answers.
+        self._release_seats()
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
+
+    def _release_seats(self) -> None:
+        peer = self.peer
+        if peer is None or peer.closed:
+            return
+        sessions = list(peer.sessions)
+        peer.close()
+        cluster = self.hub.cluster
+        if cluster is not None and sessions:
+            cluster.leaving(peer, sessions)
 
     # --- the tasks ---------------------------------------------------------------
 
@@ -177,7 +186,7 @@ class Connection:
             hub.remove(self)
             hub.stats.closes[1006 if self.close_code is None else self.close_code] += 1
             if self.peer is not None:
-                self.peer.close()
+                self._release_seats()
                 user_id = self.peer.user_id
                 if hub.by_user[user_id] > 1:
                     hub.by_user[user_id] -= 1
@@ -248,6 +257,11 @@ class Connection:
                         await self._join(frame)
                     elif type(frame) is Auth:
                         await self._reauth(frame)
+                    elif type(frame) is LeaveSession and self.hub.cluster is not None:
+                        was_in = frame.session_id in self.peer.sessions
+                        self.peer.handle(frame)
+                        if was_in:
+                            self.hub.cluster.leaving(self.peer, [frame.session_id])
                     else:
                         self.peer.handle(frame)
                 batch = await transport.receive()
@@ -352,7 +366,10 @@ class Connection:
         except SignalingError as exc:
             self.deliver(exc.to_frame(frame.id))
             return
-        self.peer.handle(frame)
+        if self.hub.cluster is not None:
+            await self.hub.cluster.join(self, frame)
+        else:
+            self.peer.handle(frame)
 
     def _refuse(self, frame: ClientFrame, wait: float) -> None:
         """Over the rate limit: warn, and close a sender that keeps flooding."""

@@ -20,6 +20,7 @@ from .metrics import Stats
 if TYPE_CHECKING:
     from ..codec import Codec
     from ..frames import ClientFrame
+    from .cluster import Cluster
     from .config import Settings
     from .connection import Transport
 
@@ -52,6 +53,12 @@ class Hub:
         self.ice: IceServersProvider = ice or ice_provider(settings)
         self.connections: set[Connection] = set()
         self.by_ip: Counter[str] = Counter()
+        self.by_connection_id: dict[str, Connection] = {}
+        self.cluster: Cluster | None = None
+        if settings.redis_url:
+            from .cluster import Cluster
+
+            self.cluster = Cluster(self, settings.redis_url)
         self.by_user: Counter[str] = Counter()
         self.draining = False
         self._all_closed = trio.Event()
@@ -112,10 +119,12 @@ class Hub:
         """A connection started."""
         self.connections.add(connection)
         self.by_ip[connection.ip] += 1
+        self.by_connection_id[connection.connection_id] = connection
 
     def remove(self, connection: Connection) -> None:
         """A connection ended."""
         self.connections.discard(connection)
+        self.by_connection_id.pop(connection.connection_id, None)
         left = self.by_ip[connection.ip] - 1
         if left > 0:
             self.by_ip[connection.ip] = left

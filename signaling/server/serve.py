@@ -83,6 +83,18 @@ async def serve(
     """
     tls = ssl_context(settings)
     hub = hub if hub is not None else Hub(settings)
+    if hub.cluster is not None:
+        from .backend.redis import ping
+
+        try:
+            with trio.fail_after(5):
+                await ping(settings.redis_url)
+        except Exception as exc:
+            leaf: BaseException = exc
+            while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+                leaf = leaf.exceptions[0]
+            reason = str(leaf).split(". ")[0] or type(leaf).__name__
+            raise ConfigError(f"cannot reach REDIS_URL={settings.redis_url}: {reason}") from None
     app = wrap_app(create_app(settings, hub=hub), 0, "asgi")
     config = hypercorn_config(settings)
     context = WorkerContext(None)

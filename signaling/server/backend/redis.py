@@ -20,7 +20,7 @@ import coredis
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["JoinResult", "RedisDirectory", "Seat"]
+__all__ = ["JoinResult", "RedisDirectory", "Seat", "ping"]
 
 _JOIN = """
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
@@ -52,13 +52,19 @@ for _, seat in ipairs(redis.call('SMEMBERS', 'sig:ns:' .. ARGV[1])) do
   local holder = redis.call('HGET', key, user)
   if holder and string.sub(holder, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
     redis.call('HDEL', key, user)
-    table.insert(out, {session, user, redis.call('HGETALL', key)})
+    table.insert(out, {session, user, holder, redis.call('HGETALL', key)})
   end
 end
 redis.call('DEL', 'sig:ns:' .. ARGV[1])
 redis.call('SREM', 'sig:nodes', ARGV[1])
 return out
 """
+
+
+async def ping(url: str) -> None:
+    """Raise unless the Redis at ``url`` answers."""
+    async with coredis.Redis.from_url(url) as redis:
+        await redis.ping()
 
 
 @dataclass(frozen=True)
@@ -152,19 +158,21 @@ class RedisDirectory:
         """Everyone seated in ``session``."""
         return _pairs(_flatten(await self.redis.hgetall(f"sig:s:{session}")))
 
-    async def reap(self) -> list[tuple[str, str, dict[str, Seat]]]:
-        """Free the seats of nodes whose heartbeat expired: ``(session, user, seats left)``.
+    async def reap(self) -> list[tuple[str, str, Seat, dict[str, Seat]]]:
+        """Free the seats of nodes whose heartbeat expired: ``(session, user, holder, left)``.
 
         Each seat is freed by exactly one caller, whichever node reaps first.
         """
-        freed: list[tuple[str, str, dict[str, Seat]]] = []
+        freed: list[tuple[str, str, Seat, dict[str, Seat]]] = []
         for node in await self.redis.smembers("sig:nodes"):
             name = _text(node)
             if name == self.node:
                 continue
             reply: Any = await self.redis.eval(_REAP, keys=[], args=[name])
-            for session, user, rest in reply or []:
-                freed.append((_text(session), _text(user), _pairs(list(rest))))
+            for session, user, holder, rest in reply or []:
+                freed.append(
+                    (_text(session), _text(user), Seat.parse(_text(holder)), _pairs(list(rest)))
+                )
         return freed
 
 

@@ -1,0 +1,267 @@
+"""Many nodes as one server: seats in Redis, signals through one channel per node.
+
+Each node keeps, for every session with a local participant, a replica of
+its seats: local `signaling.core.Peer` objects and `RemotePeer` proxies for
+participants on other nodes. The core routes on that replica without
+waiting: a relay to a local participant never touches Redis; one to a remote
+participant is queued for its node and published in a batch, one PUBLISH per
+node per flush. Membership changes travel as ops on the same channels; each
+node turns them into ``user-joined`` / ``user-left`` for its own clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from ..errors import InternalError, SessionFull
+from ..frames import ServerFrame, UserJoined, UserLeft
+from .backend.redis import RedisDirectory, Seat
+
+if TYPE_CHECKING:
+    from ..core import Peer
+    from ..frames import JoinSession
+    from .connection import Connection
+    from .hub import Hub
+
+__all__ = ["Cluster", "RemotePeer"]
+
+log = logging.getLogger("signaling.cluster")
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_ops = msgspec.msgpack.Decoder(list[list[Any]]).decode
+_decode_frame = msgspec.msgpack.Decoder(ServerFrame).decode
+
+
+class RemotePeer:
+    """A participant on another node, as this node's registry holds it."""
+
+    __slots__ = ("_cluster", "connection_id", "node", "user_id")
+
+    is_remote = True
+
+    def __init__(self, cluster: Cluster, user_id: str, seat: Seat) -> None:
+        self._cluster = cluster
+        self.user_id = user_id
+        self.node = seat.node
+        self.connection_id = seat.connection
+
+    def deliver(self, frame: ServerFrame) -> None:
+        """Forward a relayed signal to its node; membership frames travel as ops."""
+        if type(frame) is UserJoined or type(frame) is UserLeft:
+            return
+        self._cluster.send(self.node, ["r", self.connection_id, _encode(frame)])
+
+    def evict(self, session_id: str) -> None:
+        """The ``joined`` op sent to its node carries the eviction."""
+
+
+class Cluster:
+    """This node's link to the others through Redis."""
+
+    def __init__(self, hub: Hub, url: str, node: str | None = None) -> None:
+        self.hub = hub
+        self.node = node or secrets.token_hex(6)
+        ttl = hub.settings.node_ttl
+        self.directory = RedisDirectory(url, self.node, heartbeat_ttl=ttl)
+        self._outgoing: dict[str, list[list[Any]]] = {}
+        self._wake = trio.Event()
+        self._departures_in, self._departures_out = trio.open_memory_channel[
+            tuple[str, str, list[str]]
+        ](math.inf)
+
+    # --- sending ----------------------------------------------------------------
+
+    def send(self, node: str, op: list[Any]) -> None:
+        """Queue ``op`` for ``node``; the flusher publishes queued ops in batches."""
+        self._outgoing.setdefault(node, []).append(op)
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        redis = self.directory.redis
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batches, self._outgoing = self._outgoing, {}
+            for node, ops in batches.items():
+                try:
+                    await redis.publish(f"sig:c:{node}", _encode(ops))
+                except Exception as exc:
+                    log.error(
+                        "Redis unavailable: %d ops for node %s not delivered (%s)",
+                        len(ops),
+                        node,
+                        type(exc).__name__,
+                    )
+
+    # --- receiving ---------------------------------------------------------------
+
+    async def _listen(self, task_status: trio.TaskStatus[None]) -> None:
+        async with self.directory.redis.pubsub(
+            channels=[self.directory.channel], ignore_subscribe_messages=True
+        ) as pubsub:
+            task_status.started()
+            async for message in pubsub:
+                data = message["data"]
+                if message["type"] != "message" or not isinstance(data, bytes):
+                    continue
+                for op in _decode_ops(data):
+                    try:
+                        self._apply(op)
+                    except Exception:
+                        log.exception("could not apply op %r", op[:1])
+
+    def _apply(self, op: list[Any]) -> None:
+        kind = op[0]
+        if kind == "r":
+            connection = self.hub.by_connection_id.get(op[1])
+            if connection is not None:
+                connection.deliver(_decode_frame(op[2]))
+        elif kind == "j":
+            _, session_id, user_id, node, connection_id, previous_node, previous_id = op
+            self._joined(session_id, user_id, Seat(node, connection_id), previous_node, previous_id)
+        elif kind == "l":
+            _, session_id, user_id, node, connection_id = op
+            self._left(session_id, user_id, Seat(node, connection_id))
+
+    def _local_peers(self, session_id: str) -> list[Any]:
+        registry = self.hub.registry
+        return [
+            registry.seat(session_id, user)
+            for user in registry.participants(session_id)
+            if not getattr(registry.seat(session_id, user), "is_remote", True)
+        ]
+
+    def _joined(
+        self, session_id: str, user_id: str, seat: Seat, previous_node: str, previous_id: str
+    ) -> None:
+        registry = self.hub.registry
+        current = registry.seat(session_id, user_id)
+        if previous_node == self.node and current is not None and not current.is_remote:  # type: ignore[attr-defined]
+            if getattr(current, "connection_id", None) == previous_id:
+                current.evict(session_id)
+        if not self._local_peers(session_id) and current is None:
+            return
+        registry.place(session_id, RemotePeer(self, user_id, seat))
+        joined = UserJoined(session_id=session_id, user_id=user_id)
+        for peer in self._local_peers(session_id):
+            peer.deliver(joined)
+
+    def _left(self, session_id: str, user_id: str, seat: Seat) -> None:
+        registry = self.hub.registry
+        current = registry.seat(session_id, user_id)
+        if not isinstance(current, RemotePeer) or (current.node, current.connection_id) != (
+            seat.node,
+            seat.connection,
+        ):
+            return
+        registry.unseat(session_id, user_id)
+        left = UserLeft(session_id=session_id, user_id=user_id)
+        for peer in self._local_peers(session_id):
+            peer.deliver(left)
+        registry.forget_if_remote_only(session_id)
+
+    # --- membership from this node's connections --------------------------------------
+
+    async def join(self, connection: Connection, frame: JoinSession) -> None:
+        """Take the seat in Redis first, then in the local replica (the core's rules)."""
+        peer = connection.peer
+        assert peer is not None
+        registry = self.hub.registry
+        session_id = frame.session_id
+        if registry.seat(session_id, peer.user_id) is connection.peer:
+            peer.handle(frame)  # a re-join changes nothing
+            return
+        try:
+            result = await self.directory.join(
+                session_id, peer.user_id, peer.connection_id, registry.max_participants
+            )
+        except Exception as exc:
+            log.error("Redis unavailable for a join: %s", type(exc).__name__)
+            connection.deliver(
+                InternalError("sessions are unavailable right now (Redis); try again").to_frame(
+                    frame.id
+                )
+            )
+            return
+        if result.full:
+            connection.deliver(
+                SessionFull(
+                    f"session {session_id!r} has its maximum of "
+                    f"{registry.max_participants} participants"
+                ).to_frame(frame.id)
+            )
+            return
+        for user_id, seat in result.seats.items():
+            if seat.node != self.node:
+                current = registry.seat(session_id, user_id)
+                if not isinstance(current, RemotePeer) or current.connection_id != seat.connection:
+                    registry.place(session_id, RemotePeer(self, user_id, seat))
+        peer.handle(frame)
+        previous = result.previous
+        op = [
+            "j",
+            session_id,
+            peer.user_id,
+            self.node,
+            peer.connection_id,
+            previous.node if previous else "",
+            previous.connection if previous else "",
+        ]
+        nodes = {seat.node for seat in result.seats.values()}
+        if previous is not None:
+            nodes.add(previous.node)
+        for node in nodes - {self.node}:
+            self.send(node, op)
+
+    def leaving(self, peer: Peer, sessions: list[str]) -> None:
+        """``peer`` left ``sessions`` (or disconnected): free the seats in Redis."""
+        self._departures_in.send_nowait((peer.user_id, peer.connection_id, sessions))
+
+    async def _departures(self) -> None:
+        async for user_id, connection_id, sessions in self._departures_out:
+            for session_id in sessions:
+                try:
+                    remaining = await self.directory.leave(session_id, user_id, connection_id)
+                except Exception as exc:
+                    log.error("Redis unavailable for a leave: %s", type(exc).__name__)
+                    continue
+                self.hub.registry.forget_if_remote_only(session_id)
+                if remaining is None:
+                    continue
+                op = ["l", session_id, user_id, self.node, connection_id]
+                for node in {seat.node for seat in remaining.values()} - {self.node}:
+                    self.send(node, op)
+
+    async def _heartbeat(self) -> None:
+        interval = self.directory.heartbeat_ttl / 3
+        while True:
+            try:
+                await self.directory.beat()
+                freed = await self.directory.reap()
+            except Exception as exc:
+                log.error("Redis unavailable for the heartbeat: %s", type(exc).__name__)
+                freed = []
+            for session_id, user_id, holder, remaining in freed:
+                log.info("node %s is gone: freeing %s in %s", holder.node, user_id, session_id)
+                op = ["l", session_id, user_id, holder.node, holder.connection]
+                self._apply(op)
+                for node in {seat.node for seat in remaining.values()} - {self.node}:
+                    self.send(node, op)
+            await trio.sleep(interval)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node's Redis side: heartbeat, reaper, listener, flusher."""
+        async with self.directory, trio.open_nursery() as nursery:
+            await self.directory.beat()
+            await nursery.start(self._listen)
+            nursery.start_soon(self._flush_loop)
+            nursery.start_soon(self._departures)
+            nursery.start_soon(self._heartbeat)
+            log.info("node %s joined the cluster", self.node)
+            task_status.started()

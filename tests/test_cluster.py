@@ -1,0 +1,181 @@
+"""Two nodes sharing one Redis behave as one server (issue 6, first step)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from functools import partial
+
+import pytest
+import trio
+
+from signaling.client import connect
+from signaling.errors import InternalError, NotInSession, PeerNotFound, SessionFull
+from signaling.frames import (
+    Error,
+    JoinSession,
+    Offer,
+    RelayedIceCandidate,
+    RelayedOffer,
+    UserJoined,
+    UserLeft,
+)
+from signaling.server import Hub, Settings, serve
+
+from .conftest import TEST_SETTINGS, chromium_call
+from .test_cli import clean_env, free_port, running, serve_command
+
+CALL = chromium_call()
+
+
+async def start_node(nursery: trio.Nursery, settings: Settings) -> tuple[str, Hub, trio.Event]:
+    hub = Hub(settings)
+    stop = trio.Event()
+    port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
+    return f"ws://127.0.0.1:{port}/ws", hub, stop
+
+
+@pytest.fixture
+async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[tuple[str, str]]:
+    settings = TEST_SETTINGS.replace(redis_url=redis_url, max_participants=3)
+    url_a, _, stop_a = await start_node(nursery, settings)
+    url_b, _, stop_b = await start_node(nursery, settings)
+    yield url_a, url_b
+    stop_a.set()
+    stop_b.set()
+
+
+async def next_frame(client: object) -> object:
+    with trio.fail_after(5):
+        return await client.receive()  # type: ignore[attr-defined]
+
+
+async def test_join_relay_leave_across_nodes(nodes: tuple[str, str]) -> None:
+    url_a, url_b = nodes
+    async with (
+        connect(url_a, user_id="alice") as alice,
+        connect(url_b, user_id="bob", encoding="msgpack") as bob,
+    ):
+        await alice.join("s")
+        assert (await bob.join("s")).participants == ["alice"]
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        await alice.send_offer("bob", "s", CALL["offer"])
+        offer = await next_frame(bob)
+        assert isinstance(offer, RelayedOffer)
+        assert (offer.from_, offer.data.sdp.sdp) == ("alice", CALL["offer"]["sdp"])
+        for n in range(200):  # order kept across nodes
+            await bob.send_candidate("alice", "s", {**CALL["offerCandidates"][0], "sdpMid": str(n)})
+        for n in range(200):
+            frame = await next_frame(alice)
+            assert isinstance(frame, RelayedIceCandidate)
+            assert frame.from_ == "bob"
+            assert frame.data.candidate.sdp_mid == str(n)  # type: ignore[union-attr]
+        await bob.leave("s")
+        assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
+        with pytest.raises(PeerNotFound):
+            await alice.request(Offer(to="bob", session_id="s", data=offer.data))
+        with pytest.raises(NotInSession):
+            await bob.request(Offer(to="alice", session_id="s", data=offer.data))
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+    # bob and alice disconnect: nobody is left in Redis
+
+
+async def test_disconnect_sends_user_left_once_across_nodes(nodes: tuple[str, str]) -> None:
+    url_a, url_b = nodes
+    async with connect(url_a, user_id="alice") as alice:
+        await alice.join("s")
+        async with connect(url_b, user_id="bob") as bob:
+            await bob.join("s")
+            assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
+        async with connect(url_b, user_id="carol") as carol:
+            await carol.join("s")
+            assert await next_frame(alice) == UserJoined(session_id="s", user_id="carol")
+
+
+async def test_replaced_across_nodes(nodes: tuple[str, str]) -> None:
+    url_a, url_b = nodes
+    async with (
+        connect(url_a, user_id="alice") as alice,
+        connect(url_a, user_id="bob") as old_bob,
+        connect(url_b, user_id="bob") as new_bob,
+    ):
+        await alice.join("s")
+        await old_bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        assert (await new_bob.join("s")).participants == ["alice"]
+        replaced = await next_frame(old_bob)
+        assert isinstance(replaced, Error)
+        assert (replaced.code, replaced.session_id) == ("replaced", "s")
+        # a fresh user-joined, no user-left
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        await alice.send_offer("bob", "s", CALL["offer"])
+        assert isinstance(await next_frame(new_bob), RelayedOffer)
+
+
+async def test_session_cap_counts_every_node(nodes: tuple[str, str]) -> None:
+    url_a, url_b = nodes
+    async with (
+        connect(url_a, user_id="a") as a,
+        connect(url_b, user_id="b") as b,
+        connect(url_a, user_id="c") as c,
+        connect(url_b, user_id="d") as d,
+    ):
+        for client in (a, b, c):
+            await client.join("s")
+        with pytest.raises(SessionFull):
+            await d.request(JoinSession(session_id="s"))
+
+
+async def test_killed_node_participants_leave(nursery: trio.Nursery, redis_url: str) -> None:
+    settings = TEST_SETTINGS.replace(redis_url=redis_url, node_ttl=1.0)
+    url_a, _, stop_a = await start_node(nursery, settings)
+    port = free_port()
+    command = serve_command(port, "--redis-url", redis_url, "--node-ttl", "1")
+    async with running(command, clean_env(), b"listening on") as node_b:
+        async with connect(url_a, user_id="alice") as alice:
+            await alice.join("s")
+            async with connect(f"ws://127.0.0.1:{port}/ws", user_id="bob") as bob:
+                await bob.join("s")
+                assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+                node_b.process.send_signal(signal.SIGKILL)
+                start = trio.current_time()
+                with trio.fail_after(10):
+                    assert await alice.receive() == UserLeft(session_id="s", user_id="bob")
+                assert trio.current_time() - start <= 1.0 + 1.0  # ttl + one heartbeat period
+    stop_a.set()
+
+
+def test_unreachable_redis_stops_start_up_with_one_line() -> None:
+    from .test_cli import run_cli
+
+    result = run_cli("serve", "--port", "0", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("signaling: configuration error: cannot reach REDIS_URL=")
+    assert "Traceback" not in result.stderr
+
+
+async def test_redis_going_away_keeps_local_sessions_working(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    settings = TEST_SETTINGS.replace(redis_url=redis_url)
+    url_a, hub_a, stop_a = await start_node(nursery, settings)
+    async with connect(url_a, user_id="alice") as alice, connect(url_a, user_id="bob") as bob:
+        await alice.join("s")
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"SHUTDOWN NOSAVE\r\n")
+        await stream.receive_some(100)  # the server closes the connection as it exits
+        await stream.aclose()
+        # relays between participants of this node never needed Redis
+        await alice.send_offer("bob", "s", CALL["offer"])
+        assert isinstance(await next_frame(bob), RelayedOffer)
+        # a join, which needs Redis, is answered with a clear error, not a hang
+        with trio.fail_after(10), pytest.raises(InternalError, match="unavailable"):
+            await alice.request(JoinSession(session_id="elsewhere"))
+        assert hub_a.connections
+    stop_a.set()
