@@ -75,44 +75,69 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A redis-server of its own on a free port, removed after the test."""
-    assert shutil.which("redis-server"), "redis-server is missing: ./dev test installs it"
-    port = _free_port()
-    process = await trio.lowlevel.open_process(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+class RedisServer:
+    """A redis-server of the test's own, which the test may stop and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.process: trio.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        assert shutil.which("redis-server"), "redis-server is missing: ./dev test installs it"
+        self.process = await trio.lowlevel.open_process(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         with trio.fail_after(10):
             while True:
                 try:
-                    probe = await trio.open_tcp_stream("127.0.0.1", port)
+                    probe = await trio.open_tcp_stream("127.0.0.1", self.port)
                 except OSError:
                     await trio.sleep(0.02)
                     continue
                 await probe.send_all(b"PING\r\n")
-                if (await probe.receive_some(64)).startswith(b"+PONG"):
-                    await probe.aclose()
-                    break
+                answer = await probe.receive_some(64)
                 await probe.aclose()
-        yield f"redis://127.0.0.1:{port}/0"
+                if answer.startswith(b"+PONG"):
+                    return
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server on a free port, removed after the test."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server
     finally:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-        process.kill()
+        await server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of `redis_server`."""
+    return redis_server.url

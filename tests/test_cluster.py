@@ -6,8 +6,10 @@ import signal
 from collections.abc import AsyncIterator
 from functools import partial
 
+import httpx
 import pytest
 import trio
+import trio.testing
 
 from signaling.client import connect
 from signaling.errors import InternalError, NotInSession, PeerNotFound, SessionFull
@@ -22,7 +24,7 @@ from signaling.frames import (
 )
 from signaling.server import Hub, Settings, serve
 
-from .conftest import TEST_SETTINGS, chromium_call
+from .conftest import TEST_SETTINGS, RedisServer, chromium_call
 from .test_cli import clean_env, free_port, running, serve_command
 
 CALL = chromium_call()
@@ -179,3 +181,45 @@ async def test_redis_going_away_keeps_local_sessions_working(
             await alice.request(JoinSession(session_id="elsewhere"))
         assert hub_a.connections
     stop_a.set()
+
+
+async def test_redis_restart_degrades_then_recovers(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    settings = TEST_SETTINGS.replace(redis_url=redis_server.url, node_ttl=0.6)
+    url_a, hub_a, stop_a = await start_node(nursery, settings)
+    url_b, hub_b, stop_b = await start_node(nursery, settings)
+    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
+        await alice.join("s")
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        await redis_server.stop()
+        # a relay to the other node is refused plainly while Redis is away
+        with trio.fail_after(10):
+            while hub_a.cluster.healthy:  # type: ignore[union-attr]
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        with pytest.raises(InternalError, match="Redis is unreachable"):
+            await alice.request(Offer(to="bob", session_id="s", data=_sdp()))
+        async with httpx.AsyncClient() as http:
+            health = (
+                await http.get(url_a.replace("ws://", "http://").replace("/ws", "/health"))
+            ).json()
+        assert health["status"] == "degraded"
+        await redis_server.start()  # empty: both nodes must register again
+        with trio.fail_after(10):
+            while not (hub_a.cluster.healthy and hub_b.cluster.healthy):  # type: ignore[union-attr]
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        await alice.send_offer("bob", "s", CALL["offer"])
+        frame = await next_frame(bob)
+        assert isinstance(frame, RelayedOffer)
+        assert frame.from_ == "alice"
+    stop_a.set()
+    stop_b.set()
+
+
+def _sdp() -> object:
+    import msgspec
+
+    from signaling.frames import SdpData
+
+    return msgspec.convert({"sdp": CALL["offer"]}, SdpData)

@@ -157,6 +157,9 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     async def health() -> Any:
         if hub.draining:
             return {"status": "draining", "timestamp": _utc_now_iso()}, 503
+        if hub.cluster is not None and not hub.cluster.healthy:
+            # still serving its own sessions: keep it in the pool, but say so
+            return {"status": "degraded", "redis": "unreachable", "timestamp": _utc_now_iso()}
         return {"status": "ok", "timestamp": _utc_now_iso()}
 
     @app.post("/turn/credentials")

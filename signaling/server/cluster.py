@@ -52,9 +52,17 @@ class RemotePeer:
         self.connection_id = seat.connection
 
     def deliver(self, frame: ServerFrame) -> None:
-        """Forward a relayed signal to its node; membership frames travel as ops."""
+        """Forward a relayed signal to its node; membership frames travel as ops.
+
+        Raises `InternalError` while Redis is unreachable, so the sender hears
+        at once that the signal did not go out.
+        """
         if type(frame) is UserJoined or type(frame) is UserLeft:
             return
+        if not self._cluster.healthy:
+            raise InternalError(
+                f"{self.user_id!r} is on another node and Redis is unreachable; try again"
+            )
         self._cluster.send(self.node, ["r", self.connection_id, _encode(frame)])
 
     def evict(self, session_id: str) -> None:
@@ -70,6 +78,10 @@ class Cluster:
         ttl = hub.settings.node_ttl
         self.directory = RedisDirectory(url, self.node, heartbeat_ttl=ttl)
         self._outgoing: dict[str, list[list[Any]]] = {}
+        self.healthy = True
+        """False while Redis does not answer (``/health`` says ``degraded``)."""
+        self.listening = False
+        """True while this node is subscribed to its channel."""
         self._wake = trio.Event()
         self._departures_in, self._departures_out = trio.open_memory_channel[
             tuple[str, str, list[str]]
@@ -92,6 +104,7 @@ class Cluster:
                 try:
                     await redis.publish(f"sig:c:{node}", _encode(ops))
                 except Exception as exc:
+                    self.healthy = False
                     log.error(
                         "Redis unavailable: %d ops for node %s not delivered (%s)",
                         len(ops),
@@ -102,19 +115,38 @@ class Cluster:
     # --- receiving ---------------------------------------------------------------
 
     async def _listen(self, task_status: trio.TaskStatus[None]) -> None:
-        async with self.directory.redis.pubsub(
-            channels=[self.directory.channel], ignore_subscribe_messages=True
-        ) as pubsub:
-            task_status.started()
-            async for message in pubsub:
-                data = message["data"]
-                if message["type"] != "message" or not isinstance(data, bytes):
-                    continue
-                for op in _decode_ops(data):
-                    try:
-                        self._apply(op)
-                    except Exception:
-                        log.exception("could not apply op %r", op[:1])
+        """Subscribe to this node's channel; after a Redis outage, subscribe again."""
+        started = False
+        delay = 0.1
+        while True:
+            try:
+                async with self.directory.redis.pubsub(
+                    channels=[self.directory.channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,
+                ) as pubsub:
+                    self.listening = True
+                    delay = 0.1
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for message in pubsub:
+                        data = message["data"]
+                        if message["type"] != "message" or not isinstance(data, bytes):
+                            continue
+                        for op in _decode_ops(data):
+                            try:
+                                self._apply(op)
+                            except Exception:
+                                log.exception("could not apply op %r", op[:1])
+            except Exception as exc:
+                self.listening = False
+                self.healthy = False
+                log.error(
+                    "Redis subscription lost (%s); again in %.1f s", type(exc).__name__, delay
+                )
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _apply(self, op: list[Any]) -> None:
         kind = op[0]
@@ -147,6 +179,11 @@ class Cluster:
                 current.evict(session_id)
         if not self._local_peers(session_id) and current is None:
             return
+        if isinstance(current, RemotePeer) and (current.node, current.connection_id) == (
+            seat.node,
+            seat.connection,
+        ):
+            return  # known already (a node registering again after a Redis outage)
         registry.place(session_id, RemotePeer(self, user_id, seat))
         joined = UserJoined(session_id=session_id, user_id=user_id)
         for peer in self._local_peers(session_id):
@@ -182,6 +219,7 @@ class Cluster:
                 session_id, peer.user_id, peer.connection_id, registry.max_participants
             )
         except Exception as exc:
+            self.healthy = False
             log.error("Redis unavailable for a join: %s", type(exc).__name__)
             connection.deliver(
                 InternalError("sessions are unavailable right now (Redis); try again").to_frame(
@@ -243,10 +281,19 @@ class Cluster:
         while True:
             try:
                 await self.directory.beat()
+                if not self.healthy and self.listening:
+                    await self._register_again()
                 freed = await self.directory.reap()
             except Exception as exc:
-                log.error("Redis unavailable for the heartbeat: %s", type(exc).__name__)
+                if self.healthy:
+                    log.error("Redis unavailable: %s; retrying", type(exc).__name__)
+                self.healthy = False
                 freed = []
+            else:
+                if self.listening:
+                    if not self.healthy:
+                        log.info("Redis is back; this node's participants are registered again")
+                    self.healthy = True
             for session_id, user_id, holder, remaining in freed:
                 log.info("node %s is gone: freeing %s in %s", holder.node, user_id, session_id)
                 op = ["l", session_id, user_id, holder.node, holder.connection]
@@ -254,6 +301,24 @@ class Cluster:
                 for node in {seat.node for seat in remaining.values()} - {self.node}:
                     self.send(node, op)
             await trio.sleep(interval)
+
+    async def _register_again(self) -> None:
+        """After a Redis outage: seat this node's participants again, tell the others."""
+        registry = self.hub.registry
+        for connection in list(self.hub.connections):
+            peer = connection.peer
+            if peer is None or peer.closed:
+                continue
+            for session_id in list(peer.sessions):
+                result = await self.directory.join(
+                    session_id, peer.user_id, peer.connection_id, 1 << 30
+                )
+                for user_id, seat in result.seats.items():
+                    if seat.node != self.node and registry.seat(session_id, user_id) is None:
+                        self._joined(session_id, user_id, seat, "", "")
+                op = ["j", session_id, peer.user_id, self.node, peer.connection_id, "", ""]
+                for node in {seat.node for seat in result.seats.values()} - {self.node}:
+                    self.send(node, op)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node's Redis side: heartbeat, reaper, listener, flusher."""
