@@ -30,7 +30,9 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     serve.add_argument("--env-file", default=".env", help="a .env file to read (default: .env)")
 
 
-def _run_serve(args: argparse.Namespace) -> int:
+def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import os
+
     import trio
 
     from .server.config import ConfigError, load_settings
@@ -43,7 +45,27 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    if not (settings.firebase_project_id or settings.jwt_jwks_url or settings.token_secret):
+    listen_fd = os.environ.get("SIGNALING_LISTEN_FD")
+    if settings.workers > 1 and listen_fd is None:
+        from .server.workers import supervise
+
+        try:
+            return supervise(settings, sys.argv[1:] if argv is None else argv)
+        except OSError as exc:
+            print(
+                f"signaling: cannot listen on {settings.host}:{settings.port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+    sock = None
+    if listen_fd is not None:
+        import socket
+
+        sock = socket.socket(fileno=int(listen_fd))
+    if listen_fd is None and not (
+        settings.firebase_project_id or settings.jwt_jwks_url or settings.token_secret
+    ):
         logging.getLogger("signaling").warning(
             "development auth: every client is trusted as the userId it sends; "
             "set FIREBASE_PROJECT_ID, JWT_JWKS_URL or SIGNALING_TOKEN_SECRET in production"
@@ -57,7 +79,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                     logging.getLogger("signaling").info("%s received", signal.Signals(signum).name)
                     return
 
-            await serve(settings, shutdown_trigger=shutdown_trigger)
+            await serve(settings, shutdown_trigger=shutdown_trigger, sock=sock)
 
     try:
         trio.run(main)
@@ -141,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--secret", help="the secret (default: SIGNALING_TOKEN_SECRET)")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return _run_serve(args)
+        return _run_serve(args, argv)
     if args.command == "token":
         return _run_token(args)
     return _run_schema(args)

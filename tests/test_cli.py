@@ -78,8 +78,10 @@ class Running:
 
 
 @asynccontextmanager
-async def running(command: list[str], env: dict[str, str], ready: bytes) -> AsyncIterator[Running]:
-    """Start a server process and wait until it prints ``ready`` on stderr."""
+async def running(
+    command: list[str], env: dict[str, str], ready: bytes, times: int = 1
+) -> AsyncIterator[Running]:
+    """Start a server process and wait until it prints ``ready`` on stderr (``times`` times)."""
     process = await trio.lowlevel.open_process(
         command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT
     )
@@ -89,7 +91,7 @@ async def running(command: list[str], env: dict[str, str], ready: bytes) -> Asyn
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.drain, process.stderr)
             with trio.fail_after(30):
-                while ready not in server.stderr:
+                while server.stderr.count(ready) < times:
                     assert process.poll() is None, f"exited early: {server.stderr.decode()}"
                     await trio.sleep(0.05)
             yield server

@@ -439,6 +439,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated turn:/turns: URLs of that server (TURN_PROVIDER=rest).",
     ),
     Setting(
+        "workers",
+        "SIGNALING_WORKERS",
+        "--workers",
+        "1",
+        _positive_int,
+        "Worker processes sharing the port (more than 1 needs REDIS_URL).",
+    ),
+    Setting(
         "redis_url",
         "REDIS_URL",
         "--redis-url",
@@ -660,6 +668,7 @@ class Settings:
     turn_allow_port_53: bool = False
     turn_rest_secret: str = ""
     turn_rest_urls: tuple[str, ...] = ()
+    workers: int = 1
     redis_url: str = ""
     node_ttl: float = 15.0
     max_participants: int = 16
@@ -722,6 +731,10 @@ def load_settings(
             raise ConfigError(f"{source}={text!r}: {exc}") from None
     if bool(values["certfile"]) != bool(values["keyfile"]):
         raise ConfigError("SSL_CERTFILE and SSL_KEYFILE (--certfile, --keyfile) go together")
+    if values["workers"] > 1 and not values["redis_url"]:
+        raise ConfigError(
+            f"--workers {values['workers']} needs REDIS_URL: workers share sessions through Redis"
+        )
     modes = [
         _BY_NAME[name].env
         for name in ("firebase_project_id", "jwt_jwks_url", "token_secret")

@@ -20,6 +20,7 @@ from .front import FrontDoor
 from .hub import Hub
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable
 
     from .config import Settings
@@ -73,11 +74,13 @@ async def serve(
     *,
     hub: Hub | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and ``/ws`` on one port until ``shutdown_trigger`` returns.
 
     Reports the bound port through ``task_status`` (use ``nursery.start``).
+    ``sock`` is a listening socket to serve instead of opening one (workers).
     On shutdown it stops accepting, closes every WebSocket with 1001 and
     waits up to ``graceful_timeout`` for them to finish.
     """
@@ -100,9 +103,12 @@ async def serve(
     context = WorkerContext(None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
-    listeners = await trio.open_tcp_listeners(
-        settings.port, host=settings.host or None, backlog=settings.backlog
-    )
+    if sock is not None:  # a worker: the supervisor's listening socket
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    else:
+        listeners = await trio.open_tcp_listeners(
+            settings.port, host=settings.host or None, backlog=settings.backlog
+        )
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
