@@ -33,6 +33,9 @@ __all__ = ["Cluster", "RemotePeer"]
 
 log = logging.getLogger("signaling.cluster")
 
+FLUSH_LINGER = 0.001
+"""Seconds the flusher waits after the first queued op before publishing."""
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_ops = msgspec.msgpack.Decoder(list[list[Any]]).decode
 _decode_frame = msgspec.msgpack.Decoder(ServerFrame).decode
@@ -98,6 +101,9 @@ class Cluster:
         redis = self.directory.redis
         while True:
             await self._wake.wait()
+            # Linger a moment so a burst from many senders leaves as one PUBLISH
+            # per node instead of one each (costs up to FLUSH_LINGER of latency).
+            await trio.sleep(FLUSH_LINGER)
             self._wake = trio.Event()
             batches, self._outgoing = self._outgoing, {}
             for node, ops in batches.items():
