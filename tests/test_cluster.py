@@ -39,12 +39,25 @@ async def start_node(nursery: trio.Nursery, settings: Settings) -> tuple[str, Hu
 
 @pytest.fixture
 async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[tuple[str, str]]:
-    settings = TEST_SETTINGS.replace(redis_url=redis_url, max_participants=3)
-    url_a, _, stop_a = await start_node(nursery, settings)
-    url_b, _, stop_b = await start_node(nursery, settings)
-    yield url_a, url_b
-    stop_a.set()
-    stop_b.set()
+    """Two server processes on different ports sharing one Redis."""
+    ports = [free_port(), free_port()]
+    async with (
+        running(
+            serve_command(
+                ports[0], "--redis-url", redis_url, "--max-participants", "3", "--rate-limit", "0"
+            ),
+            clean_env(),
+            b"listening on",
+        ),
+        running(
+            serve_command(
+                ports[1], "--redis-url", redis_url, "--max-participants", "3", "--rate-limit", "0"
+            ),
+            clean_env(),
+            b"listening on",
+        ),
+    ):
+        yield f"ws://127.0.0.1:{ports[0]}/ws", f"ws://127.0.0.1:{ports[1]}/ws"
 
 
 async def next_frame(client: object) -> object:

@@ -458,9 +458,9 @@ SETTINGS: tuple[Setting, ...] = (
         "node_ttl",
         "SIGNALING_NODE_TTL",
         "--node-ttl",
-        "15",
+        "10",
         _seconds,
-        "Seconds after which a silent node's participants are removed (with Redis).",
+        "Heartbeat lifetime of a node in Redis; a dead node's participants go within 4/3 of it.",
     ),
     Setting(
         "max_participants",
@@ -670,7 +670,7 @@ class Settings:
     turn_rest_urls: tuple[str, ...] = ()
     workers: int = 1
     redis_url: str = ""
-    node_ttl: float = 15.0
+    node_ttl: float = 10.0
     max_participants: int = 16
     max_connections: int = 20000
     max_connections_per_ip: int = 256
