@@ -16,12 +16,13 @@ import datetime
 import hmac
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
-from quart import Response, jsonify, request, websocket
+from quart import Response, jsonify, request, send_file, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -152,6 +153,20 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     async def drain() -> None:
         hub.close_all(1001, "server shutting down")
         await hub.aclose()
+
+    static = Path(__file__).resolve().parent.parent / "static"
+
+    @app.get("/")
+    async def demo() -> Any:
+        return await send_file(static / "index.html", mimetype="text/html")
+
+    @app.get("/client.js")
+    async def client_module() -> Any:
+        return await send_file(static / "signaling-client.js", mimetype="text/javascript")
+
+    @app.get("/client.d.ts")
+    async def client_types() -> Any:
+        return await send_file(static / "signaling-client.d.ts", mimetype="text/plain")
 
     @app.get("/health")
     async def health() -> Any:

@@ -1,0 +1,302 @@
+// signaling-client.js: browser client for signaling protocol v1 (ES module, no dependencies).
+//
+//   import { SignalingClient, PeerCall } from "/client.js";
+//   const client = new SignalingClient("wss://signal.example.com/ws", { userId: "alice" });
+//   await client.connect();
+//   const { participants } = await client.join("room-1");
+//
+// Every server frame is dispatched as an event named after its type
+// ("user-joined", "offer", ...) with the frame as `event.detail`.
+
+/** An `error` frame the server answered to a request. */
+export class SignalingError extends Error {
+  constructor(frame) {
+    super(frame.message);
+    this.name = "SignalingError";
+    this.code = frame.code;
+    this.frame = frame;
+  }
+}
+
+const RECONNECT_CODES = new Set([1001, 1006, 1011, 1013]);
+
+export class SignalingClient extends EventTarget {
+  /**
+   * @param {string} url  ws:// or wss:// URL of /ws
+   * @param {{userId: string, token?: string, getToken?: () => Promise<string>,
+   *          reconnect?: boolean, minDelay?: number, maxDelay?: number}} options
+   */
+  constructor(url, options) {
+    super();
+    this.url = url;
+    this.options = { reconnect: true, minDelay: 500, maxDelay: 10000, ...options };
+    this.userId = options.userId;
+    this.connectionId = null;
+    this.iceServers = [];
+    this.sessions = new Set();
+    this._pending = new Map();
+    this._nextId = 1;
+    this._ws = null;
+    this._closedByUser = false;
+    this._attempt = 0;
+  }
+
+  /** Open the WebSocket and authenticate; resolves with the `welcome` frame. */
+  async connect() {
+    this._closedByUser = false;
+    const token = this.options.getToken ? await this.options.getToken() : this.options.token;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, "signaling.v1.json");
+      this._ws = ws;
+      let welcomed = false;
+      ws.onopen = () => {
+        const auth = { type: "auth", userId: this.userId };
+        if (token) auth.token = token;
+        ws.send(JSON.stringify(auth));
+      };
+      ws.onmessage = (event) => {
+        const frame = JSON.parse(event.data);
+        if (!welcomed) {
+          if (frame.type === "welcome") {
+            welcomed = true;
+            this._attempt = 0;
+            this.connectionId = frame.connectionId;
+            this.iceServers = frame.iceServers;
+            this._emit("welcome", frame);
+            resolve(frame);
+          } else if (frame.type === "error") {
+            reject(new SignalingError(frame));
+          }
+          return;
+        }
+        this._receive(frame);
+      };
+      ws.onclose = (event) => {
+        for (const { reject: fail } of this._pending.values()) {
+          fail(new SignalingError({ code: "internal", message: `connection closed (${event.code})` }));
+        }
+        this._pending.clear();
+        const willReconnect =
+          this.options.reconnect && !this._closedByUser && RECONNECT_CODES.has(event.code);
+        this._emit("close", { code: event.code, reason: event.reason, willReconnect });
+        if (!welcomed) reject(new SignalingError({ code: "unauthorized", message: event.reason || `closed (${event.code})` }));
+        if (willReconnect) this._reconnect();
+      };
+    });
+  }
+
+  async _reconnect() {
+    const delay = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
+    this._attempt += 1;
+    this._emit("reconnecting", { delay, attempt: this._attempt });
+    await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
+    if (this._closedByUser) return;
+    try {
+      await this.connect();
+      const sessions = [...this.sessions];
+      const joined = [];
+      for (const sessionId of sessions) joined.push(await this.join(sessionId));
+      this._emit("reconnected", { sessions, joined });
+    } catch (error) {
+      // connect() schedules the next attempt from its close handler
+    }
+  }
+
+  _receive(frame) {
+    if (frame.replyTo && this._pending.has(frame.replyTo)) {
+      const { resolve, reject } = this._pending.get(frame.replyTo);
+      this._pending.delete(frame.replyTo);
+      if (frame.type === "error") reject(new SignalingError(frame));
+      else resolve(frame);
+      return;
+    }
+    if (frame.type === "error" && frame.code === "replaced" && frame.sessionId) {
+      this.sessions.delete(frame.sessionId);
+    }
+    this._emit(frame.type, frame);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Send a frame as it is. */
+  send(frame) {
+    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) throw new Error("not connected");
+    this._ws.send(JSON.stringify(frame));
+  }
+
+  /** Send a frame with a fresh id; resolves with the reply, rejects with SignalingError. */
+  request(frame) {
+    const id = `r${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      try {
+        this.send({ ...frame, id });
+      } catch (error) {
+        this._pending.delete(id);
+        reject(error);
+      }
+    });
+  }
+
+  async join(sessionId) {
+    const reply = await this.request({ type: "join-session", sessionId });
+    this.sessions.add(sessionId);
+    return reply;
+  }
+
+  async leave(sessionId) {
+    const reply = await this.request({ type: "leave-session", sessionId });
+    this.sessions.delete(sessionId);
+    return reply;
+  }
+
+  sendOffer(to, sessionId, sdp) {
+    this.send({ type: "offer", to, sessionId, data: { sdp } });
+  }
+
+  sendAnswer(to, sessionId, sdp) {
+    this.send({ type: "answer", to, sessionId, data: { sdp } });
+  }
+
+  sendCandidate(to, sessionId, candidate) {
+    this.send({ type: "ice-candidate", to, sessionId, data: { candidate } });
+  }
+
+  reportState(sessionId, state) {
+    this.send({ type: "connection-state", sessionId, state });
+  }
+
+  /** Close for good (no reconnect). */
+  close(code = 1000, reason = "") {
+    this._closedByUser = true;
+    if (this._ws) this._ws.close(code, reason);
+  }
+}
+
+/**
+ * One RTCPeerConnection to one other participant, with perfect negotiation:
+ * the user with the smaller userId is polite. Trickle ICE, ICE servers from
+ * `welcome`, an ICE restart when ICE fails, states reported to the server.
+ */
+export class PeerCall extends EventTarget {
+  /**
+   * @param {{stream?: MediaStream|null, offer?: object}} options  `offer`: the peer's
+   *   offer frame that made us create this call; we answer it, then add our tracks
+   *   to the answer (no second negotiation, no glare).
+   */
+  constructor(client, sessionId, peerUserId, { stream = null, offer = null } = {}) {
+    super();
+    this.client = client;
+    this.sessionId = sessionId;
+    this.peer = peerUserId;
+    this.polite = client.userId < peerUserId;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.pc = new RTCPeerConnection({ iceServers: client.iceServers });
+    const pc = this.pc;
+    this.negotiations = 0;
+    pc.onnegotiationneeded = async () => {
+      this.negotiations += 1;
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        client.sendOffer(this.peer, sessionId, pc.localDescription.toJSON());
+      } catch (error) {
+        console.error(`offer to ${this.peer} failed:`, error);
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      client.sendCandidate(this.peer, sessionId, candidate ? candidate.toJSON() : null);
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === "failed") pc.restartIce();
+    };
+    pc.onconnectionstatechange = () => {
+      try {
+        client.reportState(sessionId, pc.connectionState);
+      } catch (error) {
+        // not connected to the signaling server at the moment
+      }
+      this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));
+    };
+    pc.ontrack = ({ streams }) => {
+      this.dispatchEvent(new CustomEvent("stream", { detail: streams[0] }));
+    };
+    // Tracks last, once every handler is in place: negotiationneeded may fire early.
+    // Answering an offer, they join the answer instead (see _signal).
+    this._pendingStream = offer ? stream : null;
+    if (stream && !offer) for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    // Signals are applied one at a time, in arrival order: a candidate must not
+    // overtake the offer it belongs to while that offer is still being applied.
+    this._queue = Promise.resolve();
+    this._onSignal = (event) => {
+      this._queue = this._queue
+        .then(() => this._signal(event.detail))
+        .catch((error) => {
+          console.error(`signal from ${this.peer} failed:`, error);
+          this.dispatchEvent(new CustomEvent("error", { detail: error }));
+        });
+    };
+    for (const type of ["offer", "answer", "ice-candidate"]) {
+      client.addEventListener(type, this._onSignal);
+    }
+    if (offer) this._onSignal({ detail: offer });
+  }
+
+  async _signal(frame) {
+    if (frame.from !== this.peer || frame.sessionId !== this.sessionId) return;
+    const pc = this.pc;
+    if (frame.type === "ice-candidate") {
+      try {
+        await pc.addIceCandidate(frame.data.candidate ?? undefined);
+      } catch (error) {
+        if (!this.ignoreOffer) throw error;
+      }
+      return;
+    }
+    const description = frame.data.sdp;
+    const collision =
+      description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+    this.ignoreOffer = !this.polite && collision;
+    if (this.ignoreOffer) return;
+    await pc.setRemoteDescription(description);
+    if (this._pendingStream) {
+      const stream = this._pendingStream;
+      this._pendingStream = null;
+      for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    }
+    if (description.type === "offer") {
+      await pc.setLocalDescription();
+      this.client.sendAnswer(this.peer, this.sessionId, pc.localDescription.toJSON());
+    }
+  }
+
+  /** The selected ICE candidate pair: {local, remote} candidate types and protocol. */
+  async selectedPair() {
+    const stats = await this.pc.getStats();
+    let pair = null;
+    stats.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) {
+        pair = stats.get(report.selectedCandidatePairId);
+      }
+    });
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      local: local && `${local.candidateType} ${local.protocol} ${local.address}:${local.port}`,
+      remote: remote && `${remote.candidateType} ${remote.protocol} ${remote.address}:${remote.port}`,
+    };
+  }
+
+  hangUp() {
+    for (const type of ["offer", "answer", "ice-candidate"]) {
+      this.client.removeEventListener(type, this._onSignal);
+    }
+    this.pc.close();
+  }
+}
