@@ -58,14 +58,33 @@ def settings() -> Settings:
     return TEST_SETTINGS
 
 
-@pytest.fixture
-async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
-    """A server on an ephemeral port of 127.0.0.1, shut down after the test."""
+async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
+    """Our server on an ephemeral port of 127.0.0.1, running in ``nursery``."""
     hub = Hub(settings)
     stop = trio.Event()
     port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
-    yield Server(port, hub, stop)
-    stop.set()
+    return Server(port, hub, stop)
+
+
+async def serve_app(nursery: trio.Nursery, app: Any) -> tuple[str, trio.Event]:
+    """Serve an ASGI app (a test's stand-in for a third-party service) on 127.0.0.1."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
+    return binds[0], stop
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
+    """A server on an ephemeral port of 127.0.0.1, shut down after the test."""
+    running = await start_server(nursery, settings)
+    yield running
+    running.stop.set()
 
 
 def _free_port() -> int:

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import httpx
@@ -20,8 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from quart import request
 from quart_trio import QuartTrio
 
@@ -30,7 +27,7 @@ from signaling.errors import Forbidden, Unauthorized
 from signaling.frames import UserJoined
 from signaling.server import Settings
 
-from .conftest import TEST_SETTINGS, Server
+from .conftest import TEST_SETTINGS, Server, serve_app, start_server
 from .test_cli import run_cli
 
 PROJECT = "demo-project"
@@ -110,12 +107,7 @@ async def keys(nursery: trio.Nursery) -> AsyncIterator[Keys]:
         allowed = (body["userId"], body["sessionId"]) in state.members
         return ({"allowed": True}, 200) if allowed else ({"allowed": False}, 403)
 
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
-    state.url = binds[0]
+    state.url, stop = await serve_app(nursery, app)
     yield state
     stop.set()
 
@@ -473,14 +465,8 @@ def webhook_settings(keys: Keys) -> Settings:
 async def test_membership_webhook_allows_denies_and_caches(
     keys: Keys, webhook_settings: Settings, nursery: trio.Nursery
 ) -> None:
-    from signaling.server import Hub, serve
-
-    hub = Hub(webhook_settings)
-    stop = trio.Event()
-    port = await nursery.start(
-        partial(serve, webhook_settings, hub=hub, shutdown_trigger=stop.wait)
-    )
-    url = f"ws://127.0.0.1:{port}/ws"
+    running = await start_server(nursery, webhook_settings)
+    url = running.url
     keys.members = {("alice", "s"), ("bob", "s")}
     async with connect(url, user_id="alice") as alice, connect(url, user_id="mallory") as mallory:
         await alice.join("s")
@@ -498,20 +484,14 @@ async def test_membership_webhook_allows_denies_and_caches(
         keys.webhook_mode = "error"
         with pytest.raises(Forbidden, match="could not check membership"):
             await alice.join("third")
-    stop.set()
+    running.stop.set()
 
 
 async def test_a_denied_join_sends_no_user_joined(
     keys: Keys, webhook_settings: Settings, nursery: trio.Nursery
 ) -> None:
-    from signaling.server import Hub, serve
-
-    hub = Hub(webhook_settings)
-    stop = trio.Event()
-    port = await nursery.start(
-        partial(serve, webhook_settings, hub=hub, shutdown_trigger=stop.wait)
-    )
-    url = f"ws://127.0.0.1:{port}/ws"
+    running = await start_server(nursery, webhook_settings)
+    url = running.url
     keys.members = {("alice", "s"), ("bob", "s")}
     async with connect(url, user_id="alice") as alice:
         await alice.join("s")
@@ -523,4 +503,4 @@ async def test_a_denied_join_sends_no_user_joined(
         with trio.fail_after(5):
             # the first thing alice hears about is bob: nothing about mallory
             assert await alice.receive() == UserJoined(session_id="s", user_id="bob")
-    stop.set()
+    running.stop.set()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator
-from functools import partial
 
 import httpx
 import pytest
@@ -22,19 +21,17 @@ from signaling.frames import (
     UserJoined,
     UserLeft,
 )
-from signaling.server import Hub, Settings, serve
+from signaling.server import Hub, Settings
 
-from .conftest import TEST_SETTINGS, RedisServer, chromium_call
+from .conftest import TEST_SETTINGS, RedisServer, chromium_call, start_server
 from .test_cli import clean_env, free_port, running, serve_command
 
 CALL = chromium_call()
 
 
 async def start_node(nursery: trio.Nursery, settings: Settings) -> tuple[str, Hub, trio.Event]:
-    hub = Hub(settings)
-    stop = trio.Event()
-    port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
-    return f"ws://127.0.0.1:{port}/ws", hub, stop
+    node = await start_server(nursery, settings)
+    return node.url, node.hub, node.stop
 
 
 @pytest.fixture

@@ -9,14 +9,11 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client.parser import text_string_to_metric_families
 from quart import request
 from quart_trio import QuartTrio
@@ -25,7 +22,7 @@ from signaling.client import connect
 from signaling.server.config import ConfigError, load_settings
 from signaling.server.ice import CLOUDFLARE_MAX_TTL, CloudflareTurn, rest_credentials
 
-from .conftest import TEST_SETTINGS, Server
+from .conftest import TEST_SETTINGS, Server, serve_app
 from .test_cli import run_cli
 
 KEY_ID = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
@@ -104,12 +101,7 @@ async def cloudflare(nursery: trio.Nursery) -> AsyncIterator[FakeCloudflare]:
             return {"iceServers": CLOUDFLARE_SERVERS[1]}, 201
         return {"iceServers": CLOUDFLARE_SERVERS}, 201
 
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
-    fake.url = binds[0]
+    fake.url, stop = await serve_app(nursery, app)
     yield fake
     stop.set()
 
