@@ -43,10 +43,16 @@ CLOSE_TIMEOUT = 2.0
 class Transport(Protocol):
     """How a connection reads and writes WebSocket messages."""
 
-    peer_close: tuple[int, str] | None
-    """The client's close code and reason, once it sent a close frame."""
-    last_activity: float
-    """`trio.current_time` of the last bytes received (any frame, pongs included)."""
+    @property
+    def peer_close(self) -> tuple[int, str] | None:
+        """The client's close code and reason, once it sent a close frame."""
+        ...
+
+    @property
+    def last_activity(self) -> float:
+        """`trio.current_time` of the last bytes received (any frame, pongs included)."""
+        ...
+
     outbox: Outbox | None
     """Where the transport queues its own control frames (pongs, pings)."""
 

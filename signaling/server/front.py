@@ -18,6 +18,7 @@ import trio
 from hypercorn.trio.tcp_server import TCPServer
 
 from .handshake import Refusal, client_ip, negotiate
+from .socketio import SocketIOTransport
 from .websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from hypercorn.trio.worker_context import WorkerContext
     from hypercorn.typing import AppWrapper, LifespanState
 
+    from .connection import Transport
     from .hub import Hub
     from .outbox import Outbox
 
@@ -51,6 +53,7 @@ RECEIVE_SIZE = 65536
 HEAD_LIMIT = 16384
 HEAD_TIMEOUT = 10.0
 WS_PATH = "/ws"
+SOCKETIO_PATH = "/socket.io/"
 
 
 class LeanTransport:
@@ -253,12 +256,17 @@ class FrontDoor:
             if parsed is not None:
                 method, target, headers = parsed
                 upgrade = headers.get("upgrade", [""])[0].lower()
+                path, _, query = target.partition("?")
+                if method == "GET" and upgrade == "websocket" and path == WS_PATH:
+                    await self._websocket(stream, socket_stream, headers, rest)
+                    return
                 if (
                     method == "GET"
-                    and target.partition("?")[0] == WS_PATH
                     and upgrade == "websocket"
+                    and path == SOCKETIO_PATH
+                    and "transport=websocket" in query
                 ):
-                    await self._websocket(stream, socket_stream, headers, rest)
+                    await self._websocket(stream, socket_stream, headers, rest, socketio=True)
                     return
             replay = (
                 _TlsReplay(stream, head + rest)
@@ -310,6 +318,8 @@ class FrontDoor:
         socket_stream: trio.SocketStream,
         headers: dict[str, list[str]],
         rest: bytes,
+        *,
+        socketio: bool = False,
     ) -> None:
         refusal = _check_upgrade(headers)
         origin = headers.get("origin", [None])[0]
@@ -319,7 +329,7 @@ class FrontDoor:
         )
         refusal = refusal or self.hub.admit(ip)
         negotiated = refusal or negotiate(
-            headers.get("sec-websocket-protocol", []),
+            [] if socketio else headers.get("sec-websocket-protocol", []),
             origin,
             settings.allowed_origins,
             allow_missing_origin=settings.allow_no_origin,
@@ -351,13 +361,20 @@ class FrontDoor:
             deflate = Deflate.negotiate(headers.get("sec-websocket-extensions", []))
             if deflate is not None:
                 response += f"Sec-WebSocket-Extensions: {deflate.response}\r\n"
-        transport = LeanTransport(
+        transport: Transport = LeanTransport(
             stream,
             text=codec.text,
             max_message=settings.max_message_bytes,
             pending=rest,
             deflate=deflate,
         )
+        if socketio:
+            transport = SocketIOTransport(
+                transport,  # type: ignore[arg-type]
+                ping_interval=settings.ping_interval,
+                ping_timeout=settings.ping_timeout,
+                max_payload=settings.max_message_bytes,
+            )
         remote = _remote(socket_stream)
         connection = self.hub.open(transport, codec, ip, remote if ip in remote else ip)
         try:

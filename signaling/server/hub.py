@@ -163,6 +163,10 @@ class Hub:
                 if idle >= limit:
                     log.info("silent for %.0f s; closing", idle, extra=connection.log_ids())
                     connection.close(CloseCode.TIMEOUT, "no answer to pings")
+                elif getattr(transport, "always_ping", False):
+                    if now - connection.pinged_at >= interval:
+                        connection.pinged_at = now
+                        transport.ping()
                 elif idle >= interval and connection.pinged_at <= transport.last_activity:
                     connection.pinged_at = now
                     transport.ping()

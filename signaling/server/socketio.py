@@ -1,0 +1,209 @@
+"""Socket.IO v5 over Engine.IO v4 (WebSocket transport) for the old server's clients.
+
+`SocketIOTransport` wraps the lean WebSocket transport and translates at the
+edge: Engine.IO/Socket.IO packets from the client become protocol v1 JSON
+frames for the unchanged connection code, and the server's v1 frames become
+the old server's events. So a Socket.IO client and a v1 client share
+sessions, rate limits, caps, metrics and logs.
+
+In:  ``40{auth}`` → ``auth`` (and ``join-session`` when ``auth.sessionId``
+is set); ``42["join-session", …]``, ``42["leave-session", …]``;
+``42["signal:offer"|"signal:answer"|"signal:ice-candidate", {to, sessionId,
+data}]`` → ``offer``/``answer``/``ice-candidate``; ``2``/``3`` ping/pong.
+Out: ``welcome`` → ``40{"sid": connectionId}``; a refused ``auth`` →
+``44{"message": …}``; replies to acknowledged events → ``43<id>[reply]``;
+relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``;
+every other frame → ``42[type, frame]``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from .websocket import OP_TEXT, frame
+
+if TYPE_CHECKING:
+    from .front import LeanTransport
+    from .outbox import Outbox
+
+__all__ = ["SocketIOTransport"]
+
+_SIGNALS = {
+    "signal:offer": "offer",
+    "signal:answer": "answer",
+    "signal:ice-candidate": "ice-candidate",
+}
+_AUTO = "sio-auto"
+
+
+def _text(packet: str) -> bytes:
+    return packet.encode()
+
+
+class SocketIOTransport:
+    """`signaling.server.connection.Transport` speaking Socket.IO to the client."""
+
+    always_ping = True
+    """Engine.IO clients expect a ping every ``pingInterval``, busy or not."""
+
+    def __init__(
+        self, inner: LeanTransport, *, ping_interval: float, ping_timeout: float, max_payload: int
+    ) -> None:
+        self._inner = inner
+        self._open = json.dumps(
+            {
+                "sid": secrets.token_urlsafe(12),
+                "upgrades": [],
+                "pingInterval": int(ping_interval * 1000),
+                "pingTimeout": int(ping_timeout * 1000),
+                "maxPayload": max_payload,
+            }
+        )
+        self._connected = False
+        self._disconnected = False
+
+    # --- what the connection reads of a transport -------------------------------------
+
+    @property
+    def last_activity(self) -> float:
+        """When the client last sent anything."""
+        return self._inner.last_activity
+
+    @property
+    def peer_close(self) -> tuple[int, str] | None:
+        """The client's close (a Socket.IO disconnect counts as 1000)."""
+        if self._disconnected and self._inner.peer_close is None:
+            return 1000, ""
+        return self._inner.peer_close
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """Where control packets go; the Engine.IO open packet is queued when it is set."""
+        return self._inner.outbox
+
+    @outbox.setter
+    def outbox(self, outbox: Outbox | None) -> None:
+        self._inner.outbox = outbox
+        if outbox is not None:
+            outbox.put_control(frame(OP_TEXT, _text("0" + self._open)))
+
+    def ping(self) -> None:
+        """An Engine.IO ping (the client answers ``3``)."""
+        if self._inner.outbox is not None:
+            self._inner.outbox.put_control(frame(OP_TEXT, b"2"))
+
+    # --- client → server --------------------------------------------------------------
+
+    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
+        """The client's packets as protocol v1 JSON frames."""
+        while True:
+            if self._disconnected:
+                return None
+            batch = await self._inner.receive()
+            if batch is None:
+                return None
+            frames: list[tuple[bool, bytes | str]] = []
+            for _, payload in batch:
+                text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+                frames.extend((True, json.dumps(f).encode()) for f in self._translate_in(text))
+            if frames:
+                return frames
+
+    def _translate_in(self, packet: str) -> list[dict[str, Any]]:
+        if packet == "3":
+            return []
+        if packet == "2":
+            if self._inner.outbox is not None:
+                self._inner.outbox.put_control(frame(OP_TEXT, b"3"))
+            return []
+        if packet.startswith("40"):
+            auth = _json(packet[2:]) or {}
+            if not isinstance(auth, dict):
+                auth = {}
+            frames: list[dict[str, Any]] = [{"type": "auth", "userId": auth.get("userId", "")}]
+            if isinstance(auth.get("token"), str):
+                frames[0]["token"] = auth["token"]
+            if auth.get("sessionId"):
+                frames.append({"type": "join-session", "sessionId": auth["sessionId"], "id": _AUTO})
+            return frames
+        if packet.startswith("41"):
+            self._disconnected = True
+            return []
+        if packet.startswith("42"):
+            body = packet[2:]
+            digits = len(body) - len(body.lstrip("0123456789"))
+            ack, body = body[:digits], body[digits:]
+            event = _json(body)
+            if not isinstance(event, list) or not event or not isinstance(event[0], str):
+                return [{"type": "malformed Socket.IO event"}]
+            name, payload = event[0], event[1] if len(event) > 1 else None
+            frame_id = {"id": f"sio{ack}"} if ack else {}
+            if name in ("join-session", "leave-session"):
+                session = payload.get("sessionId") if isinstance(payload, dict) else payload
+                return [{"type": name, "sessionId": session, **frame_id}]
+            if name in _SIGNALS and isinstance(payload, dict):
+                kind = _SIGNALS[name]
+                data = (
+                    {"candidate": payload.get("data")}
+                    if kind == "ice-candidate"
+                    else {"sdp": payload.get("data")}
+                )
+                return [
+                    {
+                        "type": kind,
+                        "to": payload.get("to"),
+                        "sessionId": payload.get("sessionId"),
+                        "data": data,
+                        **frame_id,
+                    }
+                ]
+            if name == "connection-state" and isinstance(payload, dict):
+                return [{"type": "connection-state", **payload, **frame_id}]
+            return [{"type": name, **frame_id}]
+        return []
+
+    # --- server → client ------------------------------------------------------------------
+
+    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
+        """The server's v1 frames as Socket.IO packets, in one write."""
+        await self._inner.send([_text(p) for p in map(self._translate_out, messages) if p], control)
+
+    def _translate_out(self, message: bytes) -> str | None:
+        out = json.loads(message)
+        kind = out["type"]
+        reply_to = out.get("replyTo", "")
+        if kind == "welcome":
+            self._connected = True
+            return "40" + json.dumps({"sid": out["connectionId"]})
+        if kind == "error" and not self._connected:
+            return "44" + json.dumps({"message": out["message"], "data": out})
+        if reply_to.startswith("sio") and reply_to != _AUTO:
+            return f"43{reply_to[3:]}" + json.dumps([out])
+        if kind in ("offer", "answer", "ice-candidate"):
+            data = out["data"]["candidate" if kind == "ice-candidate" else "sdp"]
+            payload = {
+                "type": kind,
+                "from": out["from"],
+                "to": out["to"],
+                "sessionId": out["sessionId"],
+                "data": data,
+            }
+            return "42" + json.dumps([f"signal:{kind}", payload])
+        return "42" + json.dumps([kind, out])
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """A Socket.IO disconnect, then the WebSocket close frame."""
+        await self._inner.send_close(code, reason)
+
+    async def aclose(self) -> None:
+        """Close the TCP connection."""
+        await self._inner.aclose()
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
