@@ -177,3 +177,46 @@ async def test_refused_auth_is_a_connect_error(server: Server, node_modules: Pat
     error = await client.next("connect_error")
     assert "invalid frame" in error["message"] or "userId" in error["message"]
     client.process.kill()
+
+
+async def test_default_transports_long_polling(server: Server, node_modules: Path) -> None:
+    alice = await NodeClient.start(server, "alice", "polled", transports="default")
+    assert (await alice.next("connect"))["transport"] == "polling"
+    bob = await NodeClient.start(server, "bob", "polled", transports="default")
+    await bob.next("connect")
+    assert (await alice.next("user-joined"))["args"][0]["userId"] == "bob"
+    await bob.send(
+        {
+            "emit": "signal:offer",
+            "payload": {
+                "type": "offer",
+                "to": "alice",
+                "sessionId": "polled",
+                "data": CALL["offer"],
+            },
+        }
+    )
+    offer = (await alice.next("signal:offer"))["args"][0]
+    assert (offer["from"], offer["data"]) == ("bob", CALL["offer"])
+    async with connect(server.url, user_id="carol") as carol:
+        await carol.join("polled")
+        await carol.send_candidate("alice", "polled", CALL["offerCandidates"][0])
+        got = (await alice.next("signal:ice-candidate"))["args"][0]
+        assert (got["from"], got["data"]) == ("carol", CALL["offerCandidates"][0])
+    await bob.close()
+    assert (await alice.next("user-left"))["args"][0]["userId"] in {"carol", "bob"}
+    await alice.close()
+
+
+async def test_socketio_client_reconnects_after_a_server_close(
+    server: Server, node_modules: Path
+) -> None:
+    alice = await NodeClient.start(server, "alice", "again")
+    await alice.next("connect")
+    for connection in list(server.hub.connections):
+        if connection.user_id == "alice":
+            connection.close(1001, "going away (test)")
+    await alice.next("disconnect")
+    await alice.next("connect")
+    assert server.hub.registry.participants("again") == ["alice"]
+    await alice.close()

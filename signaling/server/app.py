@@ -26,12 +26,14 @@ from quart import Response, jsonify, request, send_file, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from ..errors import SignalingError
 from ..frames import USER_ID_MAX_LENGTH
 from .config import Settings, load_settings
 from .handshake import Refusal, negotiate, origin_allowed
 from .hub import Hub
 from .metrics import MetricsCollector
+from .socketio import PollingChannel, SocketIOTransport
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -167,6 +169,58 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
     @app.get("/client.d.ts")
     async def client_types() -> Any:
         return await send_file(static / "signaling-client.d.ts", mimetype="text/plain")
+
+    @app.route("/socket.io/", methods=["GET", "POST"])
+    async def engine_io() -> Any:
+        """Engine.IO v4 HTTP long-polling for socket.io-client's default transport."""
+        if request.args.get("EIO") != "4" or request.args.get("transport") != "polling":
+            return _json_error(
+                400, "bad-request", "Engine.IO 4 (socket.io-client 3 or 4) over polling expected"
+            )
+        sid = request.args.get("sid")
+        if sid is None:
+            if request.method != "GET":
+                return _json_error(400, "bad-request", "a new Engine.IO session starts with GET")
+            ip = str(request.remote_addr)
+            refusal = hub.admit(ip) or negotiate(
+                [],
+                request.headers.get("Origin"),
+                settings.allowed_origins,
+                allow_missing_origin=settings.allow_no_origin,
+            )
+            if isinstance(refusal, Refusal):
+                hub.stats.upgrades_refused[refusal.error] += 1
+                return _json_error(refusal.status, refusal.error, refusal.message)
+            channel = PollingChannel()
+            transport = SocketIOTransport(
+                channel,
+                ping_interval=settings.ping_interval,
+                ping_timeout=settings.ping_timeout,
+                max_payload=settings.max_message_bytes,
+            )
+            connection = hub.open(transport, CLIENT_CODECS[JSON_SUBPROTOCOL], ip, ip)
+            hub.polling[channel.sid] = channel
+
+            async def run() -> None:
+                try:
+                    await connection.run()
+                finally:
+                    hub.polling.pop(channel.sid, None)
+
+            app.nursery.start_soon(run)
+            body = await channel.poll(settings.ping_interval)
+            return Response(body, content_type="text/plain; charset=UTF-8")
+        known = hub.polling.get(sid)
+        if known is None:
+            return _json_error(400, "session-unknown", "unknown Engine.IO session id")
+        if request.method == "POST":
+            data = await request.get_data()
+            if len(data) > settings.max_message_bytes:
+                return _json_error(413, "too-large", "payload over the message size limit")
+            known.post(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+            return Response("ok", content_type="text/plain; charset=UTF-8")
+        body = await known.poll(settings.ping_interval)
+        return Response(body, content_type="text/plain; charset=UTF-8")
 
     @app.get("/health")
     async def health() -> Any:

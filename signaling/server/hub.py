@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster
     from .config import Settings
     from .connection import Transport
+    from .socketio import PollingChannel
 
 __all__ = ["Hub"]
 
@@ -54,6 +55,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self.by_ip: Counter[str] = Counter()
         self.by_connection_id: dict[str, Connection] = {}
+        self.polling: dict[str, PollingChannel] = {}
+        """Engine.IO long-polling sessions by sid."""
         self.cluster: Cluster | None = None
         if settings.redis_url:
             from .cluster import Cluster

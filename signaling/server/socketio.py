@@ -22,13 +22,15 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from .websocket import OP_TEXT, frame
 
 if TYPE_CHECKING:
     from .front import LeanTransport
     from .outbox import Outbox
 
-__all__ = ["SocketIOTransport"]
+__all__ = ["PollingChannel", "SocketIOTransport"]
 
 _SIGNALS = {
     "signal:offer": "offer",
@@ -49,12 +51,17 @@ class SocketIOTransport:
     """Engine.IO clients expect a ping every ``pingInterval``, busy or not."""
 
     def __init__(
-        self, inner: LeanTransport, *, ping_interval: float, ping_timeout: float, max_payload: int
+        self,
+        inner: LeanTransport | PollingChannel,
+        *,
+        ping_interval: float,
+        ping_timeout: float,
+        max_payload: int,
     ) -> None:
         self._inner = inner
         self._open = json.dumps(
             {
-                "sid": secrets.token_urlsafe(12),
+                "sid": getattr(inner, "sid", None) or secrets.token_urlsafe(12),
                 "upgrades": [],
                 "pingInterval": int(ping_interval * 1000),
                 "pingTimeout": int(ping_timeout * 1000),
@@ -87,12 +94,18 @@ class SocketIOTransport:
     def outbox(self, outbox: Outbox | None) -> None:
         self._inner.outbox = outbox
         if outbox is not None:
-            outbox.put_control(frame(OP_TEXT, _text("0" + self._open)))
+            self._control("0" + self._open)
+
+    def _control(self, packet: str) -> None:
+        control = getattr(self._inner, "control_packet", None)
+        if control is not None:
+            control(packet)
+        elif self._inner.outbox is not None:
+            self._inner.outbox.put_control(frame(OP_TEXT, _text(packet)))
 
     def ping(self) -> None:
         """An Engine.IO ping (the client answers ``3``)."""
-        if self._inner.outbox is not None:
-            self._inner.outbox.put_control(frame(OP_TEXT, b"2"))
+        self._control("2")
 
     # --- client → server --------------------------------------------------------------
 
@@ -115,8 +128,7 @@ class SocketIOTransport:
         if packet == "3":
             return []
         if packet == "2":
-            if self._inner.outbox is not None:
-                self._inner.outbox.put_control(frame(OP_TEXT, b"3"))
+            self._control("3")
             return []
         if packet.startswith("40"):
             auth = _json(packet[2:]) or {}
@@ -200,6 +212,75 @@ class SocketIOTransport:
     async def aclose(self) -> None:
         """Close the TCP connection."""
         await self._inner.aclose()
+
+
+class PollingChannel:
+    """Engine.IO HTTP long-polling: POST bodies in, packets out to the next GET.
+
+    It stands where the lean WebSocket transport stands under
+    `SocketIOTransport`; the routes in ``app.py`` feed it. No upgrade to
+    WebSocket is offered: a polling client stays on polling.
+    """
+
+    def __init__(self) -> None:
+        self.sid = secrets.token_urlsafe(12)
+        self.outbox: Outbox | None = None
+        self.peer_close: tuple[int, str] | None = None
+        self.last_activity = trio.current_time()
+        self._incoming: list[str] = []
+        self._incoming_ready = trio.Event()
+        self._outgoing: list[str] = []
+        self._outgoing_ready = trio.Event()
+        self.closed = False
+
+    def post(self, body: str) -> None:
+        """Packets the client POSTed (separated by the record separator)."""
+        self.last_activity = trio.current_time()
+        self._incoming.extend(p for p in body.split("\x1e") if p)
+        self._incoming_ready.set()
+
+    async def poll(self, wait_at_most: float) -> str:
+        """Wait (at most ``wait_at_most`` seconds) for packets: the body of a GET."""
+        self.last_activity = trio.current_time()
+        with trio.move_on_after(wait_at_most):
+            while not self._outgoing and not self.closed:
+                self._outgoing_ready = trio.Event()
+                await self._outgoing_ready.wait()
+        self.last_activity = trio.current_time()
+        if self.closed and not self._outgoing:
+            return "1"
+        packets, self._outgoing = self._outgoing, []
+        return "\x1e".join(packets) if packets else "6"
+
+    def control_packet(self, packet: str) -> None:
+        """Queue an Engine.IO packet for the next GET."""
+        self._outgoing.append(packet)
+        self._outgoing_ready.set()
+
+    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
+        """The next POSTed packets; None once closed."""
+        while not self._incoming:
+            if self.closed:
+                return None
+            self._incoming_ready = trio.Event()
+            await self._incoming_ready.wait()
+        packets, self._incoming = self._incoming, []
+        return [(True, packet) for packet in packets]
+
+    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
+        """Queue packets for the next GET."""
+        for message in messages:
+            self.control_packet(message.decode())
+
+    async def send_close(self, code: int, reason: str) -> None:
+        """The client's next GET gets a close packet."""
+        self.closed = True
+        self._outgoing_ready.set()
+        self._incoming_ready.set()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+        await self.send_close(1000, "")
 
 
 def _json(text: str) -> Any:
