@@ -179,9 +179,17 @@ async def test_refused_auth_is_a_connect_error(server: Server, node_modules: Pat
     client.process.kill()
 
 
-async def test_default_transports_long_polling(server: Server, node_modules: Path) -> None:
+async def test_default_transports_long_polling_then_upgrade(
+    server: Server, node_modules: Path
+) -> None:
     alice = await NodeClient.start(server, "alice", "polled", transports="default")
-    assert (await alice.next("connect"))["transport"] == "polling"
+    # socket.io-client's default: open on polling, then upgrade to WebSocket
+    assert (await alice.next("open"))["transport"] == "polling"
+    await alice.next("connect")  # the upgrade may come before or after the connect
+    if not any(event.get("event") == "upgrade" for event in alice.events):
+        await alice.next("upgrade")
+    upgrades = [event for event in alice.events if event.get("event") == "upgrade"]
+    assert upgrades[0]["transport"] == "websocket"
     bob = await NodeClient.start(server, "bob", "polled", transports="default")
     await bob.next("connect")
     assert (await alice.next("user-joined"))["args"][0]["userId"] == "bob"

@@ -64,6 +64,7 @@ class LeanTransport:
         "_opcode",
         "_parser",
         "_pending",
+        "closed",
         "last_activity",
         "outbox",
         "peer_close",
@@ -88,6 +89,8 @@ class LeanTransport:
         self.last_activity = trio.current_time()
         self.outbox: Outbox | None = None
         """Set by the connection: where pongs and pings are queued."""
+        self.closed: trio.Event | None = None
+        """Set on `aclose`, for a handler that must outlive its hand-over (Engine.IO)."""
 
     def ping(self) -> None:
         """Queue a ping; the client's pong refreshes `last_activity`."""
@@ -135,7 +138,11 @@ class LeanTransport:
 
     async def aclose(self) -> None:
         """Close the TCP connection."""
-        await self.stream.aclose()
+        try:
+            await self.stream.aclose()
+        finally:
+            if self.closed is not None:
+                self.closed.set()
 
 
 class _Replay(trio.abc.Stream):
@@ -266,7 +273,11 @@ class FrontDoor:
                     and path == SOCKETIO_PATH
                     and "transport=websocket" in query
                 ):
-                    await self._websocket(stream, socket_stream, headers, rest, socketio=True)
+                    sid = _query_value(query, "sid")
+                    if sid is not None:
+                        await self._socketio_upgrade(stream, headers, rest, sid)
+                    else:
+                        await self._websocket(stream, socket_stream, headers, rest, socketio=True)
                     return
             replay = (
                 _TlsReplay(stream, head + rest)
@@ -311,6 +322,57 @@ class FrontDoor:
             if not data:
                 return None, b""
             buffer += data
+
+    async def _socketio_upgrade(
+        self, stream: trio.abc.Stream, headers: dict[str, list[str]], rest: bytes, sid: str
+    ) -> None:
+        """Engine.IO's upgrade of a polling session to WebSocket (2probe, 3probe, 5)."""
+        channel = self.hub.polling.get(sid)
+        refusal = _check_upgrade(headers)
+        if refusal is None and (channel is None or channel.owner is None):
+            refusal = Refusal(400, "session-unknown", "unknown Engine.IO session id")
+        if refusal is not None or channel is None or channel.owner is None:
+            assert refusal is not None
+            body = {"error": refusal.error, "message": refusal.message}
+            await stream.send_all(_http_response(refusal.status, _REASONS[refusal.status], body))
+            await stream.aclose()
+            return
+        key = headers["sec-websocket-key"][0]
+        await stream.send_all(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+            ).encode("latin-1")
+        )
+        websocket = LeanTransport(
+            stream, text=True, max_message=self.hub.settings.max_message_bytes, pending=rest
+        )
+        with trio.move_on_after(HEAD_TIMEOUT):
+            while True:
+                batch = await websocket.receive()
+                if batch is None:
+                    await stream.aclose()
+                    return
+                for index, (_, payload) in enumerate(batch):
+                    packet = payload.decode() if isinstance(payload, bytes) else payload
+                    if packet == "2probe":
+                        await stream.send_all(frame(OP_TEXT, b"3probe"))
+                        # answer the waiting GET so the client can pause polling and send 5
+                        channel.control_packet("6")
+                    elif packet == "5":
+                        self.hub.polling.pop(sid, None)
+                        websocket.closed = trio.Event()
+                        channel.owner.upgrade(websocket, batch[index + 1 :])
+                        break
+                else:
+                    continue
+                break
+        if websocket.closed is None:
+            await stream.aclose()
+            return
+        # The connection owns the stream now; trio closes a stream when its
+        # handler returns, so stay until the connection has closed it.
+        await websocket.closed.wait()
 
     async def _websocket(
         self,
@@ -383,6 +445,14 @@ class FrontDoor:
             self.hub.remove(connection)
             raise
         await connection.run()
+
+
+def _query_value(query: str, name: str) -> str | None:
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:

@@ -62,7 +62,7 @@ class SocketIOTransport:
         self._open = json.dumps(
             {
                 "sid": getattr(inner, "sid", None) or secrets.token_urlsafe(12),
-                "upgrades": [],
+                "upgrades": ["websocket"] if isinstance(inner, PollingChannel) else [],
                 "pingInterval": int(ping_interval * 1000),
                 "pingTimeout": int(ping_timeout * 1000),
                 "maxPayload": max_payload,
@@ -70,6 +70,18 @@ class SocketIOTransport:
         )
         self._connected = False
         self._disconnected = False
+        self._backlog: list[tuple[bool, bytes | str]] = []
+        if isinstance(inner, PollingChannel):
+            inner.owner = self
+
+    def upgrade(self, websocket: LeanTransport, backlog: list[tuple[bool, bytes | str]]) -> None:
+        """Move from long-polling to ``websocket`` (after the client's ``5``)."""
+        polling = self._inner
+        websocket.outbox = polling.outbox
+        self._inner = websocket
+        self._backlog = backlog
+        if isinstance(polling, PollingChannel):
+            polling.upgraded()
 
     # --- what the connection reads of a transport -------------------------------------
 
@@ -114,7 +126,11 @@ class SocketIOTransport:
         while True:
             if self._disconnected:
                 return None
-            batch = await self._inner.receive()
+            if self._backlog:
+                batch: list[tuple[bool, bytes | str]] | None = self._backlog
+                self._backlog = []
+            else:
+                batch = await self._inner.receive()
             if batch is None:
                 return None
             frames: list[tuple[bool, bytes | str]] = []
@@ -232,6 +248,15 @@ class PollingChannel:
         self._outgoing: list[str] = []
         self._outgoing_ready = trio.Event()
         self.closed = False
+        self.moved = False
+        """Upgraded to WebSocket: polling is over."""
+        self.owner: SocketIOTransport | None = None
+
+    def upgraded(self) -> None:
+        """The session moved to WebSocket: answer a waiting GET with a noop, stop reading."""
+        self.moved = True
+        self.control_packet("6")
+        self._incoming_ready.set()
 
     def post(self, body: str) -> None:
         """Packets the client POSTed (separated by the record separator)."""
@@ -249,6 +274,8 @@ class PollingChannel:
         self.last_activity = trio.current_time()
         if self.closed and not self._outgoing:
             return "1"
+        if self.moved and not self._outgoing:
+            return "6"
         packets, self._outgoing = self._outgoing, []
         return "\x1e".join(packets) if packets else "6"
 
@@ -262,6 +289,8 @@ class PollingChannel:
         while not self._incoming:
             if self.closed:
                 return None
+            if self.moved:
+                return []
             self._incoming_ready = trio.Event()
             await self._incoming_ready.wait()
         packets, self._incoming = self._incoming, []

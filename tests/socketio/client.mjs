@@ -11,7 +11,10 @@ const socket = io(url, options);
 const out = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
 socket.on("connect", () => out({ event: "connect", transport: socket.io.engine.transport.name }));
-socket.io.engine?.on?.("upgrade", (t) => out({ event: "upgrade", transport: t.name }));
+socket.io.on("open", () => {
+  out({ event: "open", transport: socket.io.engine.transport.name });
+  socket.io.engine.on("upgrade", (t) => out({ event: "upgrade", transport: t.name }));
+});
 socket.on("connect_error", (error) => out({ event: "connect_error", message: error.message }));
 socket.on("disconnect", (reason) => out({ event: "disconnect", reason }));
 socket.onAny((event, ...args) => out({ event, args }));
