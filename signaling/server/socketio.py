@@ -81,6 +81,10 @@ class SocketIOTransport:
         self._inner = websocket
         self._backlog = backlog
         if isinstance(polling, PollingChannel):
+            # packets queued since the last GET go out first, on the WebSocket
+            for packet in polling.take_outgoing():
+                if packet != "6":
+                    self._control(packet)
             polling.upgraded()
 
     # --- what the connection reads of a transport -------------------------------------
@@ -251,6 +255,11 @@ class PollingChannel:
         self.moved = False
         """Upgraded to WebSocket: polling is over."""
         self.owner: SocketIOTransport | None = None
+
+    def take_outgoing(self) -> list[str]:
+        """The packets no GET has fetched yet (handed over at the upgrade)."""
+        packets, self._outgoing = self._outgoing, []
+        return packets
 
     def upgraded(self) -> None:
         """The session moved to WebSocket: answer a waiting GET with a noop, stop reading."""
