@@ -127,6 +127,18 @@ async def test_socketio_clients_call_each_other(server: Server, node_modules: Pa
     for candidate in CALL["offerCandidates"]:
         got = (await alice.next("signal:ice-candidate"))["args"][0]
         assert (got["from"], got["data"]) == ("bob", candidate)
+    # and the other way round: all three signal types from alice to bob
+    for event, data in (
+        ("signal:offer", CALL["offer"]),
+        ("signal:answer", CALL["answer"]),
+        ("signal:ice-candidate", CALL["answerCandidates"][0]),
+        ("signal:ice-candidate", None),
+    ):
+        await alice.send(
+            {"emit": event, "payload": {"to": "bob", "sessionId": "room", "data": data}}
+        )
+        got = (await bob.next(event))["args"][0]
+        assert (got["from"], got["to"], got["data"]) == ("alice", "bob", data)
     await bob.close()
     left = await alice.next("user-left")
     assert left["args"][0]["userId"] == "bob"
