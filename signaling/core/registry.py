@@ -66,6 +66,10 @@ class Registry:
         """The userIds seated in ``session_id``."""
         return list(self._sessions.get(session_id, ()))
 
+    def members(self, session_id: str) -> list[Member]:
+        """Who holds the seats of ``session_id``."""
+        return list(self._sessions.get(session_id, {}).values())
+
     def seat(self, session_id: str, user_id: str) -> Member | None:
         """The member holding ``user_id``'s seat in ``session_id``, if any."""
         seats = self._sessions.get(session_id)

@@ -245,20 +245,17 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
                 identity = await hub.authenticator.verify_bearer(token.strip())
             except SignalingError as exc:
                 return _json_error(401, "unauthorized", exc.message)
-            servers = await hub.ice.ice_servers(identity.user_id)
-            return {
-                "iceServers": msgspec.to_builtins(servers),
-                "timestamp": int(time.time() * 1000),
-            }
-        # Development mode: the caller may name itself (?userId= or {"userId": …});
-        # with token verification the user comes from the token instead.
-        user_id = request.args.get("userId")
-        if user_id is None and request.is_json:
-            body = await request.get_json(silent=True)
-            if isinstance(body, dict) and isinstance(body.get("userId"), str):
-                user_id = body["userId"]
-        if user_id is not None and not 0 < len(user_id) <= USER_ID_MAX_LENGTH:
-            return _json_error(400, "bad-request", "userId must be 1 to 128 characters")
+            user_id: str | None = identity.user_id
+        else:
+            # Development mode: the caller may name itself (?userId= or {"userId": …});
+            # with token verification the user comes from the token instead.
+            user_id = request.args.get("userId")
+            if user_id is None and request.is_json:
+                body = await request.get_json(silent=True)
+                if isinstance(body, dict) and isinstance(body.get("userId"), str):
+                    user_id = body["userId"]
+            if user_id is not None and not 0 < len(user_id) <= USER_ID_MAX_LENGTH:
+                return _json_error(400, "bad-request", "userId must be 1 to 128 characters")
         servers = await hub.ice.ice_servers(user_id)
         return {
             "iceServers": msgspec.to_builtins(servers),

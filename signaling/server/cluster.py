@@ -168,11 +168,10 @@ class Cluster:
             self._left(session_id, user_id, Seat(node, connection_id))
 
     def _local_peers(self, session_id: str) -> list[Any]:
-        registry = self.hub.registry
         return [
-            registry.seat(session_id, user)
-            for user in registry.participants(session_id)
-            if not getattr(registry.seat(session_id, user), "is_remote", True)
+            member
+            for member in self.hub.registry.members(session_id)
+            if not getattr(member, "is_remote", True)
         ]
 
     def _joined(

@@ -194,10 +194,7 @@ class Connection:
             if self.peer is not None:
                 self._release_seats()
                 user_id = self.peer.user_id
-                if hub.by_user[user_id] > 1:
-                    hub.by_user[user_id] -= 1
-                else:
-                    del hub.by_user[user_id]
+                hub.user_left(user_id)
                 if self.bucket is not None:
                     hub.limiter.release(user_id)
                 log.info("disconnected (%s)", self.close_code, extra=self.log_ids())

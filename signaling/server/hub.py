@@ -128,13 +128,13 @@ class Hub:
         """A connection ended."""
         self.connections.discard(connection)
         self.by_connection_id.pop(connection.connection_id, None)
-        left = self.by_ip[connection.ip] - 1
-        if left > 0:
-            self.by_ip[connection.ip] = left
-        else:
-            del self.by_ip[connection.ip]
+        _decrement(self.by_ip, connection.ip)
         if self.draining and not self.connections:
             self._all_closed.set()
+
+    def user_left(self, user_id: str) -> None:
+        """One connection of ``user_id`` ended (the per-user cap's count)."""
+        _decrement(self.by_user, user_id)
 
     async def wait_closed(self) -> None:
         """After `close_all`: wait until no connection is left."""
@@ -174,3 +174,11 @@ class Hub:
                     connection.pinged_at = now
                     transport.ping()
                 connection.expire(wall)
+
+
+def _decrement(counts: Counter[str], key: str) -> None:
+    """Count ``key`` down by one, forgetting it at zero."""
+    if counts[key] > 1:
+        counts[key] -= 1
+    else:
+        counts.pop(key, None)
