@@ -36,16 +36,14 @@ import trio
 import trio_websocket
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_PATHS = [ROOT.parent / "shared" / "fixtures" / "chromium-call.json"]
+FIXTURE = ROOT / "tests" / "fixtures" / "chromium-call.json"
 DEFLATE = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
 
 
 def load_call() -> dict[str, Any]:
-    for path in FIXTURE_PATHS:
-        if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            return data
-    raise SystemExit("chromium-call.json not found in ../shared/fixtures")
+    """The real Chromium call the tests use (tests/fixtures/README.md)."""
+    data: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return data
 
 
 CALL = load_call()

@@ -7,16 +7,23 @@ names are snake_case here and camelCase on the wire. Optional fields use
 
 Schema evolution follows msgspec's rules: new fields get defaults, the type of
 an existing field never changes (see PROTOCOL.md, "you may add, never change").
+
+The ``data`` of a signal is relayed as sent (protocol/SPEC.md "Signals"): it
+is kept as the plain object the client sent, every field of it, known or
+not. `SdpData` and `CandidateData` are only the views the server checks it
+against: what it needs to be a signal at all, and what it logs.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
+    "DATA_MAX_DEPTH",
     "ID_MAX_LENGTH",
     "SESSION_ID_MAX_LENGTH",
     "USER_ID_MAX_LENGTH",
@@ -56,6 +63,8 @@ SESSION_ID_MAX_LENGTH = 128
 FrameId = Annotated[str, Meta(max_length=ID_MAX_LENGTH)]
 UserId = Annotated[str, Meta(min_length=1, max_length=USER_ID_MAX_LENGTH)]
 SessionId = Annotated[str, Meta(min_length=1, max_length=SESSION_ID_MAX_LENGTH)]
+DATA_MAX_DEPTH = 32
+"""Deepest nesting of objects and arrays accepted inside a signal's ``data``."""
 
 ErrorCode = Literal[
     "bad-frame",
@@ -113,6 +122,72 @@ class CandidateData(_Object):
     candidate: IceCandidateInit | None
 
 
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
+    """Why ``value`` cannot reach every receiver unchanged: ``(path, reason)``, or None.
+
+    A signal may go out in JSON, in MessagePack, or both (its receivers pick
+    their encodings), so ``data`` must be a value both carry alike: string
+    keys, no binary or extension types, finite floats, 64-bit integers.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return None
+    if kind is dict:
+        if depth >= DATA_MAX_DEPTH:
+            return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
+        for key, item in value.items():
+            if type(key) is not str:
+                return "", "object keys must be strings"
+            problem = _unportable(item, depth + 1)
+            if problem is not None:
+                return f".{key}{problem[0]}", problem[1]
+        return None
+    if kind is list:
+        if depth >= DATA_MAX_DEPTH:
+            return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
+        for index, item in enumerate(value):
+            problem = _unportable(item, depth + 1)
+            if problem is not None:
+                return f"[{index}]{problem[0]}", problem[1]
+        return None
+    if kind is int:
+        return None if _INT_MIN <= value <= _INT_MAX else ("", "integer out of 64-bit range")
+    if kind is float:
+        return None if math.isfinite(value) else ("", "numbers must be finite")
+    return "", f"{kind.__name__} values cannot be relayed (not JSON)"
+
+
+SignalData = Annotated[
+    dict[str, Any],
+    Meta(
+        description="Relayed as sent: every field, known or not, reaches the receiver unchanged.",
+        extra_json_schema={"$ref": "#/$defs/SdpData"},
+    ),
+]
+CandidateSignalData = Annotated[
+    dict[str, Any],
+    Meta(
+        description="Relayed as sent: every field, known or not, reaches the receiver unchanged.",
+        extra_json_schema={"$ref": "#/$defs/CandidateData"},
+    ),
+]
+
+
+def _check_data(data: dict[str, Any], view: type[SdpData] | type[CandidateData]) -> None:
+    """Raise `ValueError` (a bad frame) unless ``data`` can be relayed as sent."""
+    problem = _unportable(data, 1)
+    if problem is not None:
+        raise ValueError(f"{problem[1]} - at `$.data{problem[0]}`")
+    try:
+        msgspec.convert(data, view)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc).replace("`$", "`$.data")) from None
+
+
 class IceServer(_Object):
     """One entry of ``iceServers`` (an RTCIceServer)."""
 
@@ -151,8 +226,12 @@ class Offer(_Frame, tag="offer"):
 
     to: UserId
     session_id: SessionId
-    data: SdpData
+    data: SignalData
+    """Relayed as sent; it must hold ``sdp`` (`SdpData`)."""
     id: FrameId | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_data(self.data, SdpData)
 
 
 class Answer(_Frame, tag="answer"):
@@ -160,8 +239,12 @@ class Answer(_Frame, tag="answer"):
 
     to: UserId
     session_id: SessionId
-    data: SdpData
+    data: SignalData
+    """Relayed as sent; it must hold ``sdp`` (`SdpData`)."""
     id: FrameId | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_data(self.data, SdpData)
 
 
 class IceCandidate(_Frame, tag="ice-candidate"):
@@ -169,8 +252,12 @@ class IceCandidate(_Frame, tag="ice-candidate"):
 
     to: UserId
     session_id: SessionId
-    data: CandidateData
+    data: CandidateSignalData
+    """Relayed as sent; it must hold ``candidate`` (`CandidateData`)."""
     id: FrameId | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_data(self.data, CandidateData)
 
 
 class ConnectionState(_Frame, tag="connection-state"):
@@ -231,7 +318,7 @@ class RelayedOffer(_Frame, tag="offer"):
     from_: str = msgspec.field(name="from")
     to: str
     session_id: str
-    data: SdpData
+    data: SignalData
     id: str | UnsetType = UNSET
 
 
@@ -241,7 +328,7 @@ class RelayedAnswer(_Frame, tag="answer"):
     from_: str = msgspec.field(name="from")
     to: str
     session_id: str
-    data: SdpData
+    data: SignalData
     id: str | UnsetType = UNSET
 
 
@@ -251,7 +338,7 @@ class RelayedIceCandidate(_Frame, tag="ice-candidate"):
     from_: str = msgspec.field(name="from")
     to: str
     session_id: str
-    data: CandidateData
+    data: CandidateSignalData
     id: str | UnsetType = UNSET
 
 

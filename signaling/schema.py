@@ -6,15 +6,17 @@ import json
 
 import msgspec
 
-from .frames import ClientFrame, ServerFrame
+from .frames import CandidateData, ClientFrame, SdpData, ServerFrame
 
 __all__ = ["schema", "schema_text"]
 
 
 def schema() -> dict[str, object]:
     """One schema document: ``ClientFrame`` and ``ServerFrame`` with shared definitions."""
-    (client, server), components = msgspec.json.schema_components(
-        [ClientFrame, ServerFrame], ref_template="#/$defs/{name}"
+    # SdpData and CandidateData are what ``data`` is checked against (referenced
+    # from the frames by hand: the frames keep ``data`` as the open object it is)
+    (client, server, _, _), components = msgspec.json.schema_components(
+        [ClientFrame, ServerFrame, SdpData, CandidateData], ref_template="#/$defs/{name}"
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -17,18 +17,14 @@ import trio
 
 from signaling.server import Hub, Settings, serve
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CHROMIUM_CALL = Path(__file__).resolve().parent / "fixtures" / "chromium-call.json"
+"""A real Chromium call's offer, answer and candidates (tests/fixtures/README.md)."""
 
 
 def chromium_call() -> dict[str, Any]:
-    """The real Chromium offer/answer/candidates (../shared/fixtures, or a copy in tests/)."""
-    for folder in (FIXTURES, LOCAL_FIXTURES):
-        path = folder / "chromium-call.json"
-        if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            return data
-    raise FileNotFoundError("chromium-call.json not found in ../shared/fixtures or tests/fixtures")
+    """The offer/answer/candidates of `CHROMIUM_CALL`."""
+    data: dict[str, Any] = json.loads(CHROMIUM_CALL.read_text())
+    return data
 
 
 @dataclass

@@ -11,27 +11,23 @@ from signaling.core import Peer, Registry
 from signaling.frames import (
     Answer,
     Auth,
-    CandidateData,
     ConnectionState,
     Error,
     IceCandidate,
-    IceCandidateInit,
     JoinSession,
     LeaveSession,
     Offer,
     RelayedAnswer,
     RelayedIceCandidate,
     RelayedOffer,
-    SdpData,
     ServerFrame,
-    SessionDescription,
     SessionJoined,
     SessionLeft,
     UserJoined,
     UserLeft,
 )
 
-OFFER = SdpData(sdp=SessionDescription(type="offer", sdp="v=0\r\n"))
+OFFER = {"sdp": {"type": "offer", "sdp": "v=0\r\n"}}
 
 
 class Box:
@@ -161,7 +157,7 @@ def test_relay_sets_from_and_reaches_only_the_target(registry: Registry) -> None
     for box in (alice_box, bob_box, carol_box):
         box.take()
     alice.handle(Offer(to="bob", session_id="s", data=OFFER, id="o1"))
-    candidate = CandidateData(candidate=IceCandidateInit(candidate="candidate:1", sdp_mid="0"))
+    candidate = {"candidate": {"candidate": "candidate:1", "sdpMid": "0"}}
     alice.handle(IceCandidate(to="bob", session_id="s", data=candidate))
     bob.handle(Answer(to="alice", session_id="s", data=OFFER))
     assert bob_box.take() == [

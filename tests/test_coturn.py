@@ -157,8 +157,8 @@ async def allocate(coturn: Coturn, username: str, credential: str, *, tcp: bool 
 async def mint(server: Server, user_id: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.http) as http:
         body = (await http.post("/turn/credentials", json={"userId": user_id})).json()
-    stun, turn = body["iceServers"]
-    assert stun["urls"][0].startswith("stun:")
+    *stun, turn = body["iceServers"]
+    assert all(entry["urls"].startswith("stun:") for entry in stun)
     result: dict[str, Any] = turn
     return result
 

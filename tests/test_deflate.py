@@ -76,7 +76,7 @@ async def test_deflate_when_configured_carries_a_call(server: Server) -> None:
         with trio.fail_after(5):
             while not isinstance(frame := await bob.receive(), RelayedOffer):
                 pass
-        assert frame.data.sdp.sdp == CALL["offer"]["sdp"]
+        assert frame.data["sdp"]["sdp"] == CALL["offer"]["sdp"]
         await bob.send_answer("alice", "s", CALL["answer"])
         before = sum(len(r) for r in client.raw)
         while (await client.text())["type"] != "answer":

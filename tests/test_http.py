@@ -36,7 +36,7 @@ async def test_turn_credentials_returns_the_configured_stun_list(server: Server)
         response = await http.post("/turn/credentials")
     assert response.status_code == 200
     body = response.json()
-    assert body["iceServers"] == [{"urls": ["stun:stun.example.org:3478"]}]
+    assert body["iceServers"] == [{"urls": "stun:stun.example.org:3478"}]
     assert before <= body["timestamp"] <= int(time.time() * 1000)
 
 
@@ -44,7 +44,8 @@ async def test_default_stun_servers_are_googles(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.http) as http:
         body = (await http.post("/turn/credentials")).json()
     assert body["iceServers"] == [
-        {"urls": ["stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302"]}
+        {"urls": "stun:stun.l.google.com:19302"},
+        {"urls": "stun:stun1.l.google.com:19302"},
     ]
 
 

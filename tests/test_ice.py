@@ -27,7 +27,8 @@ from .test_cli import run_cli
 
 KEY_ID = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
 TOKEN = "cf-api-token-0123456789"
-STUN = {"urls": ["stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302"]}
+STUN = [{"urls": "stun:stun.l.google.com:19302"}, {"urls": "stun:stun1.l.google.com:19302"}]
+"""The old server's shape: one entry per STUN URL, ``urls`` a string."""
 
 # Cloudflare's documented answer to generate-ice-servers (201 Created).
 CLOUDFLARE_SERVERS = [
@@ -52,7 +53,7 @@ CLOUDFLARE_SERVERS = [
     },
 ]
 WITHOUT_PORT_53 = [
-    {"urls": ["stun:stun.cloudflare.com:3478"]},
+    {"urls": "stun:stun.cloudflare.com:3478"},
     {
         "urls": [
             "turn:turn.cloudflare.com:3478?transport=udp",
@@ -130,7 +131,7 @@ async def test_cloudflare_credentials_follow_our_stun_servers(
     server: Server, cloudflare: FakeCloudflare
 ) -> None:
     body = await credentials(server)
-    assert body["iceServers"] == [STUN, *WITHOUT_PORT_53]
+    assert body["iceServers"] == [*STUN, *WITHOUT_PORT_53]
     [call] = cloudflare.requests
     assert call == {
         "key_id": KEY_ID,
@@ -142,6 +143,22 @@ async def test_cloudflare_credentials_follow_our_stun_servers(
         welcome = [json.loads(json.dumps(s, default=str)) for s in _builtins(alice.welcome)]
         assert welcome == body["iceServers"]
     assert len(cloudflare.requests) == 1
+
+
+async def test_the_old_servers_response_shape(server: Server, cloudflare: FakeCloudflare) -> None:
+    """The old README: STUN entries with ``urls`` a string, then TURN; ``timestamp`` in ms."""
+    body = await credentials(server)
+    assert set(body) == {"iceServers", "timestamp"}
+    assert isinstance(body["timestamp"], int)
+    stun = [s for s in body["iceServers"] if "username" not in s]
+    turn = [s for s in body["iceServers"] if "username" in s]
+    assert body["iceServers"] == [*stun, *turn]
+    assert stun[0] == {"urls": "stun:stun.l.google.com:19302"}
+    assert all(isinstance(s["urls"], str) and s["urls"].startswith("stun:") for s in stun)
+    [entry] = turn
+    assert set(entry) == {"urls", "username", "credential"}
+    assert isinstance(entry["urls"], list)
+    assert all(url.startswith(("turn:", "turns:")) for url in entry["urls"])
 
 
 def _builtins(welcome: Any) -> list[Any]:
@@ -162,7 +179,7 @@ async def test_a_burst_makes_one_upstream_call(server: Server, cloudflare: FakeC
         for _ in range(20):
             nursery.start_soon(one)
     assert len(answers) == 20
-    assert all(a["iceServers"] == [STUN, *WITHOUT_PORT_53] for a in answers)
+    assert all(a["iceServers"] == [*STUN, *WITHOUT_PORT_53] for a in answers)
     assert len(cloudflare.requests) == 1
 
 
@@ -179,10 +196,10 @@ async def test_upstream_failure_answers_stun_only_with_one_warning(
         cloudflare.delay = 2.0
     with caplog.at_level(logging.WARNING, logger="signaling.ice"):
         for _ in range(5):
-            assert (await credentials(server))["iceServers"] == [STUN]
+            assert (await credentials(server))["iceServers"] == STUN
         async with connect(server.url, user_id="alice") as alice:
             assert alice.welcome is not None
-            assert len(alice.welcome.ice_servers) == 1
+            assert len(alice.welcome.ice_servers) == len(STUN)
     warnings = [r.getMessage() for r in caplog.records if r.name == "signaling.ice"]
     assert len(warnings) == 1
     assert (reason if reason != "timeout" else "no answer") in warnings[0]
@@ -202,7 +219,7 @@ async def test_older_single_object_shape_is_accepted(
     server: Server, cloudflare: FakeCloudflare
 ) -> None:
     cloudflare.mode = "old"
-    assert (await credentials(server))["iceServers"] == [STUN, WITHOUT_PORT_53[1]]
+    assert (await credentials(server))["iceServers"] == [*STUN, WITHOUT_PORT_53[1]]
 
 
 async def test_port_53_can_be_kept(cloudflare: FakeCloudflare) -> None:
@@ -218,7 +235,12 @@ async def test_port_53_can_be_kept(cloudflare: FakeCloudflare) -> None:
     )
     import msgspec
 
-    assert msgspec.to_builtins(await provider.ice_servers("alice")) == CLOUDFLARE_SERVERS
+    # Cloudflare's STUN entry comes out one URL an entry, like ours; TURN as it came
+    assert msgspec.to_builtins(await provider.ice_servers("alice")) == [
+        {"urls": "stun:stun.cloudflare.com:3478"},
+        {"urls": "stun:stun.cloudflare.com:53"},
+        CLOUDFLARE_SERVERS[1],
+    ]
     await provider.aclose()
 
 

@@ -7,13 +7,11 @@ import logging
 import os
 import signal
 
-import msgspec
 import pytest
 import trio
 
 from signaling.client import connect
 from signaling.core.peer import describe_candidate
-from signaling.frames import IceCandidateInit
 from signaling.server.logs import JsonFormatter, TextFormatter
 
 from .conftest import Server, chromium_call
@@ -38,8 +36,7 @@ TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLWJvZHk.c2lnbmF0dXJl"
     ],
 )
 def test_candidate_type_and_protocol_are_parsed(candidate: object, described: str) -> None:
-    init = None if candidate is None else msgspec.convert(candidate, IceCandidateInit)
-    assert describe_candidate(init) == described
+    assert describe_candidate(candidate) == described  # type: ignore[arg-type]
 
 
 async def test_a_call_logs_each_event_with_ids_and_no_secrets(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Literal
 
 import pytest
 import trio
@@ -12,7 +13,8 @@ import trio_websocket
 from signaling.client import connect
 from signaling.core import RateLimiter, TokenBucket
 from signaling.errors import RateLimited
-from signaling.frames import Error, JoinSession, RelayedIceCandidate
+from signaling.frames import Error, IceCandidate, JoinSession, RelayedIceCandidate, UserJoined
+from signaling.server.connection import FLOOD_GRACE
 
 from .conftest import TEST_SETTINGS, Server, chromium_call
 
@@ -90,32 +92,90 @@ async def test_over_the_limit_frames_are_refused_with_retry_after(server: Server
         assert all(0 < e.retry_after_ms <= 1000 for e in errors)  # type: ignore[union-attr,operator]
         assert 0 < caught.value.retry_after_ms <= 1000  # type: ignore[operator]
         # the refused candidates were not relayed
-        assert [f.data.candidate.sdp_mid for f in relayed] == [str(n) for n in range(29)]  # type: ignore[union-attr]
+        assert [f.data["candidate"]["sdpMid"] for f in relayed] == [str(n) for n in range(29)]
 
 
 @pytest.mark.parametrize("settings", [LIMITED])
 async def test_persistent_flooding_closes_4429(server: Server) -> None:
+    """Still over the limit FLOOD_GRACE after the first warning: closed, each frame answered."""
+    sent = [0]
+    closed = trio.Event()
     async with trio_websocket.open_websocket_url(
         server.url, subprotocols=["signaling.v1.json"]
     ) as ws:
         await ws.send_message(json.dumps({"type": "auth", "userId": "flood"}))
         await ws.get_message()
-        for _ in range(200):
-            try:
-                await ws.send_message(json.dumps({"type": "leave-session", "sessionId": "x"}))
-            except trio_websocket.ConnectionClosed:
-                break
-        warnings = 0
-        with trio.fail_after(5):
-            try:
-                while True:
-                    frame = json.loads(await ws.get_message())
-                    warnings += frame.get("code") == "rate-limited"
-            except trio_websocket.ConnectionClosed as exc:
-                reason = exc.reason
+
+        async def flood() -> None:
+            for n in range(20_000):  # bounded: the close comes after ~1 s, at ~200 frames/s
+                frame = json.dumps({"type": "leave-session", "sessionId": "x", "id": str(n)})
+                try:
+                    await ws.send_message(frame)
+                except trio_websocket.ConnectionClosed:
+                    return
+                sent[0] += 1
+                await trio.sleep(0.005)
+                if closed.is_set():
+                    return
+
+        warnings: list[float] = []
+        replies: list[int] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            with trio.fail_after(10):
+                try:
+                    while True:
+                        frame = json.loads(await ws.get_message())
+                        replies.append(int(frame["replyTo"]))
+                        if frame.get("code") == "rate-limited":
+                            warnings.append(trio.current_time())
+                except trio_websocket.ConnectionClosed as exc:
+                    reason = exc.reason
+                    closed_at = trio.current_time()
+                    closed.set()
     assert reason is not None
     assert reason.code == 4429
-    assert warnings == LIMITED.flood_strikes - 1
+    assert closed_at - warnings[0] >= FLOOD_GRACE - 0.05
+    assert len(warnings) >= LIMITED.flood_strikes
+    # every frame the server read got its answer, in order (not-in-session when the
+    # bucket allowed it, else rate-limited), the one that closed the connection
+    # included: nothing vanished
+    assert replies == list(range(len(replies)))
+    assert len(replies) > len(warnings) > len(replies) - LIMITED.rate_burst - 30
+
+
+@pytest.mark.parametrize(
+    "settings", [LIMITED.replace(rate_limit=10.0, rate_burst=10, flood_strikes=20)]
+)
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_burst_over_the_limit_is_each_delivered_or_refused(
+    server: Server, encoding: Literal["json", "msgpack"]
+) -> None:
+    """The old server's 10/s, burst 10: 30 candidates at once, each relayed or answered."""
+    async with (
+        connect(server.url, user_id="alice", encoding=encoding) as alice,
+        connect(server.url, user_id="bob") as bob,
+    ):
+        await alice.join("s")
+        await bob.join("s")
+        with trio.fail_after(5):
+            assert isinstance(await alice.receive(), UserJoined)
+        candidate = CALL["offerCandidates"][0]
+        for n in range(30):
+            await alice.send(
+                IceCandidate(to="bob", session_id="s", data={"candidate": candidate}, id=f"c{n}")
+            )
+        await bob.join("s")  # a round trip after the burst
+        with trio.fail_after(5):
+            answered = [await alice.receive() for _ in range(30 - 9)]
+            relayed = []
+            while len(relayed) < 9:
+                frame = await bob.receive()
+                if isinstance(frame, RelayedIceCandidate):
+                    relayed.append(frame.id)
+    assert all(isinstance(f, Error) and f.code == "rate-limited" for f in answered)
+    refused = [f.reply_to for f in answered]  # type: ignore[union-attr]
+    assert sorted([*relayed, *refused], key=lambda i: int(i[1:])) == [f"c{n}" for n in range(30)]
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,8 @@ async def test_welcome_names_the_user_connection_and_ice_servers(
         assert welcome.user_id == "alice"
         assert welcome.connection_id.startswith("c_")
         assert msgspec.to_builtins(welcome.ice_servers) == [
-            {"urls": ["stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302"]}
+            {"urls": "stun:stun.l.google.com:19302"},
+            {"urls": "stun:stun1.l.google.com:19302"},
         ]
 
 
@@ -214,19 +215,19 @@ async def test_relay_carries_real_sdp_and_candidates_intact_across_encodings(
         offer = await next_frame(bob)
         assert isinstance(offer, RelayedOffer)
         assert (offer.from_, offer.to) == ("alice", "bob")
-        assert msgspec.to_builtins(offer.data.sdp) == CALL["offer"]
+        assert offer.data == {"sdp": CALL["offer"]}
         for candidate in CALL["offerCandidates"]:
             relayed = await next_frame(bob)
             assert isinstance(relayed, RelayedIceCandidate)
-            assert msgspec.to_builtins(relayed.data.candidate) == candidate
+            assert relayed.data == {"candidate": candidate}
         answer = await next_frame(alice)
         assert isinstance(answer, RelayedAnswer)
         assert answer.from_ == "bob"
-        assert msgspec.to_builtins(answer.data.sdp) == CALL["answer"]
+        assert answer.data == {"sdp": CALL["answer"]}
         for candidate in CALL["answerCandidates"]:
             relayed = await next_frame(alice)
             assert isinstance(relayed, RelayedIceCandidate)
-            assert msgspec.to_builtins(relayed.data.candidate) == candidate
+            assert relayed.data == {"candidate": candidate}
 
 
 async def test_from_is_set_by_the_server(server: Server, encoding: str) -> None:
@@ -299,8 +300,7 @@ async def test_messages_from_one_sender_arrive_in_order(server: Server, encoding
             for n in range(count):
                 frame = await next_frame(bob)
                 assert isinstance(frame, RelayedIceCandidate)
-                assert frame.data.candidate is not None
-                assert frame.data.candidate.candidate == f"candidate:{n}"
+                assert frame.data["candidate"]["candidate"] == f"candidate:{n}"
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from signaling.client import connect
-from signaling.frames import RelayedAnswer, UserJoined
+from signaling.frames import RelayedAnswer, RelayedOffer, UserJoined
 
-from .conftest import Server, chromium_call
+from .conftest import CHROMIUM_CALL, TEST_SETTINGS, Server, chromium_call
 
 CALL = chromium_call()
 HERE = Path(__file__).resolve().parent / "socketio"
@@ -44,8 +44,14 @@ class NodeClient:
     async def start(
         cls, server: Server, user: str, session: str = "", transports: str = "websocket"
     ) -> NodeClient:
+        """tests/socketio/client.mjs: a client driven by ``{"emit": …}`` commands."""
+        return await cls.script("client.mjs", server.http, user, session, transports)
+
+    @classmethod
+    async def script(cls, name: str, *args: str) -> NodeClient:
+        """Any script of tests/socketio that prints JSON lines with an ``event`` key."""
         process = await trio.lowlevel.open_process(
-            ["node", str(HERE / "client.mjs"), server.http, user, session, transports],
+            ["node", str(HERE / name), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=HERE,
@@ -92,7 +98,7 @@ async def test_socketio_clients_call_each_other(server: Server, node_modules: Pa
                 "from": "mallory",
                 "to": "alice",
                 "sessionId": "room",
-                "data": CALL["offer"],
+                "data": {"sdp": CALL["offer"]},
             },
         }
     )
@@ -102,16 +108,21 @@ async def test_socketio_clients_call_each_other(server: Server, node_modules: Pa
         "from": "bob",
         "to": "alice",
         "sessionId": "room",
-        "data": CALL["offer"],
+        "data": {"sdp": CALL["offer"]},
     }
     await alice.send(
         {
             "emit": "signal:answer",
-            "payload": {"type": "answer", "to": "bob", "sessionId": "room", "data": CALL["answer"]},
+            "payload": {
+                "type": "answer",
+                "to": "bob",
+                "sessionId": "room",
+                "data": {"sdp": CALL["answer"]},
+            },
         }
     )
     answer = (await bob.next("signal:answer"))["args"][0]
-    assert (answer["from"], answer["data"]) == ("alice", CALL["answer"])
+    assert (answer["from"], answer["data"]) == ("alice", {"sdp": CALL["answer"]})
     for candidate in CALL["offerCandidates"]:
         await bob.send(
             {
@@ -120,19 +131,19 @@ async def test_socketio_clients_call_each_other(server: Server, node_modules: Pa
                     "type": "ice-candidate",
                     "to": "alice",
                     "sessionId": "room",
-                    "data": candidate,
+                    "data": {"candidate": candidate},
                 },
             }
         )
     for candidate in CALL["offerCandidates"]:
         got = (await alice.next("signal:ice-candidate"))["args"][0]
-        assert (got["from"], got["data"]) == ("bob", candidate)
+        assert (got["from"], got["data"]) == ("bob", {"candidate": candidate})
     # and the other way round: all three signal types from alice to bob
     for event, data in (
-        ("signal:offer", CALL["offer"]),
-        ("signal:answer", CALL["answer"]),
-        ("signal:ice-candidate", CALL["answerCandidates"][0]),
-        ("signal:ice-candidate", None),
+        ("signal:offer", {"sdp": CALL["offer"]}),
+        ("signal:answer", {"sdp": CALL["answer"]}),
+        ("signal:ice-candidate", {"candidate": CALL["answerCandidates"][0]}),
+        ("signal:ice-candidate", {"candidate": None}),
     ):
         await alice.send(
             {"emit": event, "payload": {"to": "bob", "sessionId": "room", "data": data}}
@@ -155,11 +166,11 @@ async def test_a_socketio_client_and_a_v1_client_share_a_session(
         await alice.next("user-joined")
         await bob.send_offer("alice", "mixed", CALL["offer"])
         offer = (await alice.next("signal:offer"))["args"][0]
-        assert (offer["from"], offer["data"]) == ("bob", CALL["offer"])
+        assert (offer["from"], offer["data"]) == ("bob", {"sdp": CALL["offer"]})
         await alice.send(
             {
                 "emit": "signal:answer",
-                "payload": {"to": "bob", "sessionId": "mixed", "data": CALL["answer"]},
+                "payload": {"to": "bob", "sessionId": "mixed", "data": {"sdp": CALL["answer"]}},
             }
         )
         with trio.fail_after(5):
@@ -212,17 +223,17 @@ async def test_default_transports_long_polling_then_upgrade(
                 "type": "offer",
                 "to": "alice",
                 "sessionId": "polled",
-                "data": CALL["offer"],
+                "data": {"sdp": CALL["offer"]},
             },
         }
     )
     offer = (await alice.next("signal:offer"))["args"][0]
-    assert (offer["from"], offer["data"]) == ("bob", CALL["offer"])
+    assert (offer["from"], offer["data"]) == ("bob", {"sdp": CALL["offer"]})
     async with connect(server.url, user_id="carol") as carol:
         await carol.join("polled")
         await carol.send_candidate("alice", "polled", CALL["offerCandidates"][0])
         got = (await alice.next("signal:ice-candidate"))["args"][0]
-        assert (got["from"], got["data"]) == ("carol", CALL["offerCandidates"][0])
+        assert (got["from"], got["data"]) == ("carol", {"candidate": CALL["offerCandidates"][0]})
     await bob.close()
     assert (await alice.next("user-left"))["args"][0]["userId"] in {"carol", "bob"}
     await alice.close()
@@ -239,4 +250,122 @@ async def test_socketio_client_reconnects_after_a_server_close(
     await alice.next("disconnect")
     await alice.next("connect")
     assert server.hub.registry.participants("again") == ["alice"]
+    await alice.close()
+
+
+async def _old_readme_client(server: Server, role: str) -> NodeClient:
+    return await NodeClient.script("old-readme.mjs", server.http, role, str(CHROMIUM_CALL))
+
+
+def _values(client: NodeClient, name: str) -> list[Any]:
+    return [event["value"] for event in client.events if event.get("event") == name]
+
+
+async def test_old_readme_snippets_verbatim_make_a_call(server: Server, node_modules: Path) -> None:
+    """The old README's Connection Flow, as written, between two socket.io-clients."""
+    caller = await _old_readme_client(server, "caller")
+    await caller.next("connect")
+    callee = await _old_readme_client(server, "callee")
+    await callee.next("connect")
+    assert (await caller.next("log"))["value"] == "User user_456 joined"
+    await caller.send({"offer": True})
+    # offer -> callee (message.data.sdp), answer -> caller, candidates both ways
+    assert (await callee.next("remote-description"))["value"] == CALL["offer"]
+    answer = (await caller.next("answer"))["value"]
+    assert answer == {
+        "type": "answer",
+        "from": "user_456",
+        "to": "user_123",
+        "sessionId": "session_456",
+        "data": {"sdp": CALL["answer"]},
+    }
+    assert (await caller.next("remote-description"))["value"] == CALL["answer"]
+    sent_by_caller = [c for c in CALL["offerCandidates"] if c is not None]
+    sent_by_callee = [c for c in CALL["answerCandidates"] if c is not None]
+    for _ in sent_by_caller:
+        await callee.next("candidate")
+    for _ in sent_by_callee:
+        await caller.next("candidate")
+    for receiver, sender, candidates in (
+        (callee, "user_123", sent_by_caller),
+        (caller, "user_456", sent_by_callee),
+    ):
+        got = _values(receiver, "candidate")
+        assert [m["data"] for m in got] == [{"candidate": c} for c in candidates]
+        assert {(m["type"], m["from"], m["sessionId"]) for m in got} == {
+            ("ice-candidate", sender, "session_456")
+        }
+    # connect with auth.sessionId, then join-session: one user-joined, no error at all
+    await callee.send({"close": True})
+    assert (await caller.next("log"))["value"] == "User user_456 left"
+    await caller.send({"close": True})
+    for client in (caller, callee):
+        with trio.fail_after(10):
+            await client.process.wait()
+    assert _values(caller, "log") == ["User user_456 joined", "User user_456 left"]
+    assert _values(callee, "log") == []
+    assert _values(caller, "error") == _values(callee, "error") == []
+    assert _values(caller, "offer") == []
+
+
+async def test_old_readme_caller_and_a_v1_callee(server: Server, node_modules: Path) -> None:
+    """A mixed session: the old README's caller, a protocol v1 client answering it."""
+    async with connect(server.url, user_id="user_456") as callee:
+        await callee.join("session_456")
+        caller = await _old_readme_client(server, "caller")
+        await caller.next("connect")
+        with trio.fail_after(5):
+            assert await callee.receive() == UserJoined(
+                session_id="session_456", user_id="user_123"
+            )
+        await caller.send({"offer": True})
+        with trio.fail_after(5):
+            offer = await callee.receive()
+            assert isinstance(offer, RelayedOffer)
+            assert (offer.from_, offer.data) == ("user_123", {"sdp": CALL["offer"]})
+            candidates = [await callee.receive() for c in CALL["offerCandidates"] if c is not None]
+        assert [c.data for c in candidates] == [  # type: ignore[union-attr]
+            {"candidate": c} for c in CALL["offerCandidates"] if c is not None
+        ]
+        await callee.send_answer("user_123", "session_456", CALL["answer"], extra={"callId": 7})
+        for candidate in CALL["answerCandidates"]:
+            await callee.send_candidate("user_123", "session_456", candidate)
+        answer = (await caller.next("answer"))["value"]
+        assert answer["data"] == {"sdp": CALL["answer"], "callId": 7}
+        assert (await caller.next("remote-description"))["value"] == CALL["answer"]
+        for candidate in CALL["answerCandidates"]:
+            got = (await caller.next("candidate"))["value"]
+            assert (got["from"], got["data"]) == ("user_456", {"candidate": candidate})
+        await caller.close()
+    assert _values(caller, "error") == []
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(rate_limit=10.0, rate_burst=10, flood_strikes=20)]
+)
+async def test_a_socketio_burst_over_the_limit_is_delivered_or_answered(
+    server: Server, node_modules: Path
+) -> None:
+    """The old server's limit (10/s, burst 10), 30 candidates at once: none vanishes."""
+    alice = await NodeClient.start(server, "alice", "burst")
+    await alice.next("connect")
+    bob = await NodeClient.start(server, "bob", "burst")
+    await bob.next("connect")
+    await alice.next("user-joined")
+    for n in range(30):
+        candidate = {**CALL["offerCandidates"][0], "sdpMid": str(n)}
+        await bob.send(
+            {
+                "emit": "signal:ice-candidate",
+                "payload": {"to": "alice", "sessionId": "burst", "data": {"candidate": candidate}},
+            }
+        )
+    errors = [(await bob.next("error"))["args"][0] for _ in range(21)]  # its join took a token
+    delivered = [(await alice.next("signal:ice-candidate"))["args"][0] for _ in range(9)]
+    assert {(e["code"], e["event"]) for e in errors} == {("rate-limited", "signal:ice-candidate")}
+    assert all(0 < e["retryAfterMs"] <= 1000 for e in errors)
+    assert [d["data"]["candidate"]["sdpMid"] for d in delivered] == [str(n) for n in range(9)]
+    await bob.close()
+    await alice.next("user-left")
+    assert not [e for e in alice.events if e.get("event") == "signal:ice-candidate"][9:]
     await alice.close()

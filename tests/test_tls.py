@@ -55,7 +55,7 @@ async def test_wss_carries_a_call(server: Server, client_context: ssl.SSLContext
         with trio.fail_after(5):
             while not isinstance(frame := await bob.receive(), RelayedOffer):
                 pass
-        assert frame.data.sdp.sdp == CALL["offer"]["sdp"]
+        assert frame.data["sdp"]["sdp"] == CALL["offer"]["sdp"]
 
 
 async def test_https_routes(server: Server, client_context: ssl.SSLContext) -> None:

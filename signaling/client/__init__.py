@@ -29,18 +29,14 @@ from ..errors import SignalingError, error_class
 from ..frames import (
     Answer,
     Auth,
-    CandidateData,
     ClientFrame,
     ConnectionState,
     Error,
     IceCandidate,
-    IceCandidateInit,
     JoinSession,
     LeaveSession,
     Offer,
-    SdpData,
     ServerFrame,
-    SessionDescription,
     SessionJoined,
     SessionLeft,
     Welcome,
@@ -138,24 +134,45 @@ class Client:
         assert isinstance(reply, SessionLeft)
         return reply
 
-    async def send_offer(self, to: str, session_id: str, sdp: Mapping[str, Any]) -> None:
-        """Relay an offer (an RTCSessionDescriptionInit mapping) to ``to``."""
-        data = SdpData(sdp=msgspec.convert(sdp, SessionDescription))
+    async def send_offer(
+        self,
+        to: str,
+        session_id: str,
+        sdp: Mapping[str, Any],
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Relay an offer (an RTCSessionDescriptionInit mapping) to ``to``.
+
+        ``extra`` fields go into ``data`` beside ``sdp`` and reach the receiver
+        as they are (a call id, a sequence number).
+        """
+        data = {"sdp": dict(sdp), **(extra or {})}
         await self.send(Offer(to=to, session_id=session_id, data=data))
 
-    async def send_answer(self, to: str, session_id: str, sdp: Mapping[str, Any]) -> None:
-        """Relay an answer to ``to``."""
-        data = SdpData(sdp=msgspec.convert(sdp, SessionDescription))
+    async def send_answer(
+        self,
+        to: str,
+        session_id: str,
+        sdp: Mapping[str, Any],
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Relay an answer to ``to`` (``extra`` as in `send_offer`)."""
+        data = {"sdp": dict(sdp), **(extra or {})}
         await self.send(Answer(to=to, session_id=session_id, data=data))
 
     async def send_candidate(
-        self, to: str, session_id: str, candidate: Mapping[str, Any] | None
+        self,
+        to: str,
+        session_id: str,
+        candidate: Mapping[str, Any] | None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Relay an RTCIceCandidateInit mapping (None: end of candidates) to ``to``."""
-        init = None if candidate is None else msgspec.convert(candidate, IceCandidateInit)
-        await self.send(
-            IceCandidate(to=to, session_id=session_id, data=CandidateData(candidate=init))
-        )
+        data = {"candidate": None if candidate is None else dict(candidate), **(extra or {})}
+        await self.send(IceCandidate(to=to, session_id=session_id, data=data))
 
     async def report_state(self, session_id: str, state: str) -> None:
         """Tell the server the RTCPeerConnection state (logged, not relayed)."""

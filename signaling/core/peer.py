@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from ..errors import BadFrame, Forbidden, NotInSession, PeerNotFound, SignalingError
 from ..frames import (
@@ -12,7 +12,6 @@ from ..frames import (
     ConnectionState,
     Error,
     IceCandidate,
-    IceCandidateInit,
     JoinSession,
     LeaveSession,
     Offer,
@@ -26,7 +25,7 @@ from ..frames import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ..frames import ClientFrame, ServerFrame
     from .registry import Registry
@@ -36,13 +35,14 @@ __all__ = ["Peer", "describe_candidate"]
 log = logging.getLogger("signaling.peer")
 
 
-def describe_candidate(candidate: IceCandidateInit | None) -> str:
-    """``"host udp"``: the candidate's type and protocol, for logs (no addresses)."""
+def describe_candidate(candidate: Mapping[str, Any] | None) -> str:
+    """``"host udp"``: the type and protocol of ``data.candidate``, for logs (no addresses)."""
     if candidate is None:
         return "end of candidates"
-    if not isinstance(candidate.candidate, str) or not candidate.candidate:
+    line = candidate.get("candidate")
+    if not isinstance(line, str) or not line:
         return "end of candidates (empty)"
-    parts = candidate.candidate.split()
+    parts = line.split()
     protocol = parts[2].lower() if len(parts) > 2 else "?"
     try:
         kind = parts[parts.index("typ") + 1]
@@ -92,7 +92,7 @@ class Peer:
                             "ice-candidate to %s in session %s: %s",
                             frame.to,
                             frame.session_id,
-                            describe_candidate(frame.data.candidate),
+                            describe_candidate(frame.data["candidate"]),
                             extra=self.log_ids(),
                         )
                 case Answer():
@@ -203,7 +203,7 @@ class Peer:
                 from_=self.user_id,
                 to=frame.to,
                 session_id=session_id,
-                data=frame.data,  # type: ignore[arg-type]
+                data=frame.data,
                 id=frame.id,
             )
         )

@@ -38,6 +38,15 @@ log = logging.getLogger("signaling.connection")
 
 CLOSE_TIMEOUT = 2.0
 """Seconds a closing connection may take to flush and finish the handshake."""
+FLOOD_GRACE = 1.0
+"""Seconds a sender may stay over the rate limit before its strikes close it.
+
+A burst (a client trickling all its ICE candidates at once) is answered frame
+by frame with ``rate-limited``. A sender is flooding (PROTOCOL.md: "persistent
+flooding after warnings") once it has had ``flood_strikes`` frames refused in
+one run of refusals lasting this long; a run ends when no frame was refused
+for this long.
+"""
 
 
 class Transport(Protocol):
@@ -90,9 +99,11 @@ class Connection:
         "close_reason",
         "codec",
         "connection_id",
+        "flooding_since",
         "hub",
         "identity",
         "ip",
+        "last_refused",
         "outbox",
         "peer",
         "pinged_at",
@@ -117,6 +128,9 @@ class Connection:
         self.identity: Identity | None = None
         self.bucket: TokenBucket | None = None
         self.strikes = 0
+        self.flooding_since = 0.0
+        """When the current run of refused frames began."""
+        self.last_refused = -math.inf
         self.pinged_at = -math.inf
         self.close_code: int | None = None
         self.close_reason = ""
@@ -251,11 +265,10 @@ class Connection:
                     if self.bucket is not None:
                         wait = self.bucket.take(now)
                         if wait:
-                            self._refuse(frame, wait)
+                            self._refuse(frame, wait, now)
                             if self.close_code is not None:
                                 return
                             continue
-                        self.strikes = 0
                     if type(frame) is JoinSession:
                         await self._join(frame)
                     elif type(frame) is Auth:
@@ -374,19 +387,20 @@ class Connection:
         else:
             self.peer.handle(frame)
 
-    def _refuse(self, frame: ClientFrame, wait: float) -> None:
-        """Over the rate limit: warn, and close a sender that keeps flooding."""
+    def _refuse(self, frame: ClientFrame, wait: float, now: float) -> None:
+        """Over the rate limit: answer ``rate-limited``; close a sender that keeps flooding.
+
+        Every refused frame is answered (nothing is dropped silently), the
+        one that ends a flooding connection included.
+        """
         settings = self.hub.settings
         self.hub.stats.rate_limited += 1
+        if now - self.last_refused > FLOOD_GRACE:
+            # calm for a while (or the first time): a new run of strikes
+            self.flooding_since = now
+            self.strikes = 0
         self.strikes += 1
-        if self.strikes >= settings.flood_strikes:
-            log.warning(
-                "flooding: %d frames refused in a row; closing",
-                self.strikes,
-                extra=self.log_ids(),
-            )
-            self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
-            return
+        self.last_refused = now
         self._deliver_now(
             Error(
                 code="rate-limited",
@@ -395,6 +409,14 @@ class Connection:
                 retry_after_ms=math.ceil(wait * 1000),
             )
         )
+        if self.strikes >= settings.flood_strikes and now - self.flooding_since >= FLOOD_GRACE:
+            log.warning(
+                "flooding: %d frames refused in a row over %.1f s; closing",
+                self.strikes,
+                now - self.flooding_since,
+                extra=self.log_ids(),
+            )
+            self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
 
     def _deliver_now(self, frame: ServerFrame) -> None:
         self._count(frame)

@@ -64,8 +64,9 @@ class IceServersProvider(Protocol):
         ...
 
 
-def _stun(stun_urls: tuple[str, ...]) -> list[IceServer]:
-    return [IceServer(urls=list(stun_urls))] if stun_urls else []
+def _stun(stun_urls: tuple[str, ...] | list[str]) -> list[IceServer]:
+    """One entry per STUN URL, ``urls`` a string: the old server's shape."""
+    return [IceServer(urls=url) for url in stun_urls]
 
 
 class StaticIceServers:
@@ -219,21 +220,23 @@ class CloudflareTurn:
             raise _UpstreamError("error", f"unreadable answer: {exc}") from exc
         listed = answer.ice_servers
         servers = listed if isinstance(listed, list) else [listed]
-        return [s for s in (self._convert(server) for server in servers) if s is not None]
+        return [entry for server in servers for entry in self._convert(server)]
 
-    def _convert(self, server: _CloudflareServer) -> IceServer | None:
+    def _convert(self, server: _CloudflareServer) -> list[IceServer]:
         urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
         if not self._allow_53:
             # browsers block port 53; Cloudflare lists it for restrictive networks
             urls = [url for url in urls if not _port(url) == 53]
         if not urls:
-            return None
+            return []
+        if server.username is None and server.credential is None:
+            return _stun(urls)
         extra: dict[str, Any] = {}
         if server.username is not None:
             extra["username"] = server.username
         if server.credential is not None:
             extra["credential"] = server.credential
-        return IceServer(urls=urls, **extra)
+        return [IceServer(urls=urls, **extra)]
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

@@ -18,10 +18,10 @@ every other frame → ``42[type, frame]``.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from .websocket import OP_TEXT, frame
@@ -37,11 +37,36 @@ _SIGNALS = {
     "signal:answer": "answer",
     "signal:ice-candidate": "ice-candidate",
 }
-_AUTO = "sio-auto"
+_ID_PREFIX = "sio"
+_AUTO_JOIN = "sio:join-session"
+"""The id of the join that ``auth.sessionId`` implies (its reply is an event, not an ack)."""
+
+_encode = msgspec.json.Encoder().encode
+_decode_any = msgspec.json.Decoder().decode
 
 
-def _text(packet: str) -> bytes:
-    return packet.encode()
+def _event_id(ack: str, event: str) -> str:
+    """The v1 ``id`` standing for Socket.IO event ``event`` (``ack``: its ack id, or "").
+
+    Replies carry it back as ``replyTo``, so an error can name the event it
+    answers and an acknowledged event gets its ``43`` reply.
+    """
+    return f"{_ID_PREFIX}{ack}:{event}"[:64]
+
+
+def _parse_event_id(reply_to: str) -> tuple[str, str]:
+    """``(ack, event)`` from an id made by `_event_id`; ``("", "")`` for any other."""
+    if not reply_to.startswith(_ID_PREFIX):
+        return "", ""
+    ack, sep, event = reply_to[len(_ID_PREFIX) :].partition(":")
+    if not sep or (not ack.isdigit() and ack):
+        return "", ""
+    return ack, event
+
+
+def _decode_object(message: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = _decode_any(message)
+    return decoded
 
 
 class SocketIOTransport:
@@ -59,7 +84,7 @@ class SocketIOTransport:
         max_payload: int,
     ) -> None:
         self._inner = inner
-        self._open = json.dumps(
+        self._open = _encode(
             {
                 "sid": getattr(inner, "sid", None) or secrets.token_urlsafe(12),
                 "upgrades": ["websocket"] if isinstance(inner, PollingChannel) else [],
@@ -67,7 +92,7 @@ class SocketIOTransport:
                 "pingTimeout": int(ping_timeout * 1000),
                 "maxPayload": max_payload,
             }
-        )
+        ).decode()
         self._connected = False
         self._disconnected = False
         self._backlog: list[tuple[bool, bytes | str]] = []
@@ -117,7 +142,7 @@ class SocketIOTransport:
         if control is not None:
             control(packet)
         elif self._inner.outbox is not None:
-            self._inner.outbox.put_control(frame(OP_TEXT, _text(packet)))
+            self._inner.outbox.put_control(frame(OP_TEXT, packet.encode()))
 
     def ping(self) -> None:
         """An Engine.IO ping (the client answers ``3``)."""
@@ -139,8 +164,13 @@ class SocketIOTransport:
                 return None
             frames: list[tuple[bool, bytes | str]] = []
             for _, payload in batch:
-                text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-                frames.extend((True, json.dumps(f).encode()) for f in self._translate_in(text))
+                try:
+                    text = payload.decode() if isinstance(payload, bytes) else payload
+                except UnicodeDecodeError:
+                    # handed on as it is: the connection closes with 1007 (RFC 6455)
+                    frames.append((True, payload))
+                    continue
+                frames.extend((True, _encode(f)) for f in self._translate_in(text))
             if frames:
                 return frames
 
@@ -158,7 +188,9 @@ class SocketIOTransport:
             if isinstance(auth.get("token"), str):
                 frames[0]["token"] = auth["token"]
             if auth.get("sessionId"):
-                frames.append({"type": "join-session", "sessionId": auth["sessionId"], "id": _AUTO})
+                frames.append(
+                    {"type": "join-session", "sessionId": auth["sessionId"], "id": _AUTO_JOIN}
+                )
             return frames
         if packet.startswith("41"):
             self._disconnected = True
@@ -169,61 +201,61 @@ class SocketIOTransport:
             ack, body = body[:digits], body[digits:]
             event = _json(body)
             if not isinstance(event, list) or not event or not isinstance(event[0], str):
-                return [{"type": "malformed Socket.IO event"}]
+                return [{"type": "malformed Socket.IO event", "id": _event_id(ack, "?")}]
             name, payload = event[0], event[1] if len(event) > 1 else None
-            frame_id = {"id": f"sio{ack}"} if ack else {}
+            frame_id = _event_id(ack, name)
             if name in ("join-session", "leave-session"):
                 session = payload.get("sessionId") if isinstance(payload, dict) else payload
-                return [{"type": name, "sessionId": session, **frame_id}]
+                return [{"type": name, "sessionId": session, "id": frame_id}]
             if name in _SIGNALS and isinstance(payload, dict):
-                kind = _SIGNALS[name]
-                data = (
-                    {"candidate": payload.get("data")}
-                    if kind == "ice-candidate"
-                    else {"sdp": payload.get("data")}
-                )
-                return [
-                    {
-                        "type": kind,
-                        "to": payload.get("to"),
-                        "sessionId": payload.get("sessionId"),
-                        "data": data,
-                        **frame_id,
-                    }
-                ]
+                # The old server's payload, {type, from, to, sessionId, data}: ``data``
+                # goes through untouched (relayed as sent); ``from`` is the server's.
+                signal: dict[str, Any] = {
+                    "type": _SIGNALS[name],
+                    "to": payload.get("to"),
+                    "sessionId": payload.get("sessionId"),
+                    "id": frame_id,
+                }
+                if "data" in payload:
+                    signal["data"] = payload["data"]
+                return [signal]
             if name == "connection-state" and isinstance(payload, dict):
-                return [{"type": "connection-state", **payload, **frame_id}]
-            return [{"type": name, **frame_id}]
+                return [{**payload, "type": "connection-state", "id": frame_id}]
+            return [{"type": name, "id": frame_id}]
         return []
 
     # --- server → client ------------------------------------------------------------------
 
     async def send(self, messages: list[bytes], control: list[bytes]) -> None:
         """The server's v1 frames as Socket.IO packets, in one write."""
-        await self._inner.send([_text(p) for p in map(self._translate_out, messages) if p], control)
+        await self._inner.send([self._translate_out(message) for message in messages], control)
 
-    def _translate_out(self, message: bytes) -> str | None:
-        out = json.loads(message)
+    def _translate_out(self, message: bytes) -> bytes:
+        out = _decode_object(message)
         kind = out["type"]
-        reply_to = out.get("replyTo", "")
+        reply_to = out.pop("replyTo", "")
         if kind == "welcome":
             self._connected = True
-            return "40" + json.dumps({"sid": out["connectionId"]})
+            return b"40" + _encode({"sid": out["connectionId"]})
         if kind == "error" and not self._connected:
-            return "44" + json.dumps({"message": out["message"], "data": out})
-        if reply_to.startswith("sio") and reply_to != _AUTO:
-            return f"43{reply_to[3:]}" + json.dumps([out])
+            return b"44" + _encode({"message": out["message"], "data": out})
         if kind in ("offer", "answer", "ice-candidate"):
-            data = out["data"]["candidate" if kind == "ice-candidate" else "sdp"]
+            # the old server's shape: no id (ours, for replies), data exactly as sent
             payload = {
                 "type": kind,
                 "from": out["from"],
                 "to": out["to"],
                 "sessionId": out["sessionId"],
-                "data": data,
+                "data": out["data"],
             }
-            return "42" + json.dumps([f"signal:{kind}", payload])
-        return "42" + json.dumps([kind, out])
+            return b"42" + _encode([f"signal:{kind}", payload])
+        ack, event = _parse_event_id(reply_to)
+        if ack:
+            return b"43" + ack.encode() + _encode([out])
+        if kind == "error" and event:
+            # Nothing is dropped silently: the event it answers is named.
+            out["event"] = event
+        return b"42" + _encode([kind, out])
 
     async def send_close(self, code: int, reason: str) -> None:
         """A Socket.IO disconnect, then the WebSocket close frame."""
@@ -323,6 +355,6 @@ class PollingChannel:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text) if text else None
-    except ValueError:
+        return _decode_any(text) if text else None
+    except (msgspec.DecodeError, RecursionError):
         return None

@@ -162,12 +162,12 @@ def main(out: Path) -> dict[str, Any]:
                         frame = await carol.receive()
                         if type(frame).__name__ == "RelayedOffer":
                             break
-                call = json.loads((ROOT.parent / "shared/fixtures/chromium-call.json").read_text())
+                call = json.loads((ROOT / "tests/fixtures/chromium-call.json").read_text())
                 await carol.send_answer("dave", "mixed", call["answer"])
                 return {
                     "offer_from": frame.from_,
-                    "offer_sdp_start": frame.data.sdp.sdp[:4],
-                    "offer_type": frame.data.sdp.type,
+                    "offer_sdp_start": frame.data["sdp"]["sdp"][:4],
+                    "offer_type": frame.data["sdp"]["type"],
                     "answer": call["answer"],
                 }
 
