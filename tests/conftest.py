@@ -21,6 +21,10 @@ CHROMIUM_CALL = Path(__file__).resolve().parent / "fixtures" / "chromium-call.js
 """A real Chromium call's offer, answer and candidates (tests/fixtures/README.md)."""
 
 
+SOCKETIO_DIR = Path(__file__).resolve().parent / "socketio"
+"""The real socket.io-client (npm, pinned by package-lock.json) and the scripts that drive it."""
+
+
 def chromium_call() -> dict[str, Any]:
     """The offer/answer/candidates of `CHROMIUM_CALL`."""
     data: dict[str, Any] = json.loads(CHROMIUM_CALL.read_text())
@@ -156,3 +160,18 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """The URL of `redis_server`."""
     return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """``npm ci`` of the pinned socket.io-client (tests/socketio/package-lock.json)."""
+    assert shutil.which("node"), "Node.js is needed"
+    assert shutil.which("npm"), "npm is needed"
+    if not (SOCKETIO_DIR / "node_modules" / "socket.io-client").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+            cwd=SOCKETIO_DIR,
+            check=True,
+            timeout=300,
+        )
+    return SOCKETIO_DIR / "node_modules"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,10 @@ import trio
 from signaling.client import connect
 from signaling.frames import RelayedAnswer, RelayedOffer, UserJoined
 
-from .conftest import CHROMIUM_CALL, TEST_SETTINGS, Server, chromium_call
+from .conftest import CHROMIUM_CALL, SOCKETIO_DIR, TEST_SETTINGS, Server, chromium_call
 
 CALL = chromium_call()
-HERE = Path(__file__).resolve().parent / "socketio"
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """``npm ci`` of the pinned socket.io-client (tests/socketio/package-lock.json)."""
-    assert shutil.which("node"), "Node.js is needed"
-    assert shutil.which("npm"), "npm is needed"
-    if not (HERE / "node_modules" / "socket.io-client").exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE, check=True, timeout=300
-        )
-    return HERE / "node_modules"
+HERE = SOCKETIO_DIR
 
 
 class NodeClient:

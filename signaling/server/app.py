@@ -30,7 +30,7 @@ from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from ..errors import SignalingError
 from ..frames import USER_ID_MAX_LENGTH
 from .config import Settings, load_settings
-from .handshake import Refusal, negotiate, origin_allowed
+from .handshake import Refusal, client_ip, negotiate, origin_allowed
 from .hub import Hub
 from .metrics import MetricsCollector
 from .socketio import PollingChannel, SocketIOTransport
@@ -181,7 +181,12 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
         if sid is None:
             if request.method != "GET":
                 return _json_error(400, "bad-request", "a new Engine.IO session starts with GET")
-            ip = str(request.remote_addr)
+            # the same client-IP rule as /ws: X-Forwarded-For only from trusted proxies
+            ip = client_ip(
+                str(request.remote_addr),
+                request.headers.getlist("X-Forwarded-For"),
+                settings.trusted_proxies,
+            )
             refusal = hub.admit(ip) or negotiate(
                 [],
                 request.headers.get("Origin"),
@@ -191,7 +196,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             if isinstance(refusal, Refusal):
                 hub.stats.upgrades_refused[refusal.error] += 1
                 return _json_error(refusal.status, refusal.error, refusal.message)
-            channel = PollingChannel()
+            channel = PollingChannel(hub.make_sid())
             transport = SocketIOTransport(
                 channel,
                 ping_interval=settings.ping_interval,

@@ -492,7 +492,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--flood-strikes",
         "20",
         _positive_int,
-        "Refused frames in a row after which a flooding connection is closed with 4429.",
+        "Refused frames, in a run of refusals lasting 1 s or more, that close a flooding "
+        "connection with 4429.",
     ),
     Setting(
         "max_connections",

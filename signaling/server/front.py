@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.trio.tcp_server import TCPServer
 
+from .handoff import hand_off
 from .handshake import Refusal, client_ip, negotiate
 from .socketio import SocketIOTransport
 from .websocket import (
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import AppWrapper, LifespanState
 
     from .connection import Transport
+    from .handoff import Workers
     from .hub import Hub
     from .outbox import Outbox
 
@@ -235,9 +237,11 @@ class FrontDoor:
         context: WorkerContext,
         state: LifespanState,
         ssl_context: ssl.SSLContext | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.hub = hub
         self._ssl = ssl_context
+        self._workers = workers
         self._app = app
         self._config = config
         self._context = context
@@ -245,17 +249,31 @@ class FrontDoor:
 
     async def handle(self, socket_stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection (TLS first, when configured)."""
+        await self._serve(socket_stream, b"", handed=False)
+
+    async def serve_handed(
+        self, stream: trio.abc.Stream, prefix: bytes, ip: str, remote: str
+    ) -> None:
+        """Serve a connection another worker handed over (`signaling.server.handoff`):
+        ``prefix`` is what that worker read of it; TLS, if any, stayed there."""
+        assert isinstance(stream, trio.SocketStream)
+        log.debug("serving a request for this worker's session from %s (%s)", ip, remote)
+        await self._serve(stream, prefix, handed=True)
+
+    async def _serve(
+        self, socket_stream: trio.SocketStream, prefix: bytes, *, handed: bool
+    ) -> None:
         stream: trio.abc.Stream = socket_stream
         try:
             head = None
             with trio.move_on_after(HEAD_TIMEOUT):
-                if self._ssl is not None:
+                if self._ssl is not None and not handed:
                     tls = trio.SSLStream(
                         socket_stream, self._ssl, server_side=True, https_compatible=True
                     )
                     await tls.do_handshake()
                     stream = tls
-                head, rest = await self._read_head(stream)
+                head, rest = await self._read_head(stream, prefix)
             if head is None:
                 await stream.aclose()
                 return
@@ -264,6 +282,15 @@ class FrontDoor:
                 method, target, headers = parsed
                 upgrade = headers.get("upgrade", [""])[0].lower()
                 path, _, query = target.partition("?")
+                if path == SOCKETIO_PATH and not handed and self._workers is not None:
+                    sid = _query_value(query, "sid")
+                    owner = None if sid is None else self._workers.owner(sid)
+                    if owner is not None and owner != self._workers.index:
+                        ip = _peer_ip(socket_stream)
+                        if await hand_off(
+                            self._workers, owner, stream, head + rest, ip, _remote(socket_stream)
+                        ):
+                            return
                 if method == "GET" and upgrade == "websocket" and path == WS_PATH:
                     await self._websocket(stream, socket_stream, headers, rest)
                     return
@@ -300,8 +327,9 @@ class FrontDoor:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _read_head(self, stream: trio.abc.Stream) -> tuple[bytes | None, bytes]:
-        buffer = b""
+    async def _read_head(
+        self, stream: trio.abc.Stream, buffer: bytes
+    ) -> tuple[bytes | None, bytes]:
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end >= 0:

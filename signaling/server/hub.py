@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from .ice import IceServersProvider, ice_provider
 from .metrics import Stats
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..codec import Codec
     from ..frames import ClientFrame
     from .cluster import Cluster
@@ -57,6 +60,8 @@ class Hub:
         self.by_connection_id: dict[str, Connection] = {}
         self.polling: dict[str, PollingChannel] = {}
         """Engine.IO long-polling sessions by sid."""
+        self.make_sid: Callable[[], str] = lambda: secrets.token_urlsafe(12)
+        """New Engine.IO session ids (``--workers``: ids that name this worker)."""
         self.cluster: Cluster | None = None
         if settings.redis_url:
             from .cluster import Cluster

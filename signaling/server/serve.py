@@ -17,6 +17,7 @@ from ..errors import CloseCode
 from .app import create_app
 from .config import ConfigError
 from .front import FrontDoor
+from .handoff import Workers, serve_handoffs
 from .hub import Hub
 
 if TYPE_CHECKING:
@@ -98,8 +99,15 @@ async def serve(
                 leaf = leaf.exceptions[0]
             reason = str(leaf).split(". ")[0] or type(leaf).__name__
             raise ConfigError(f"cannot reach REDIS_URL={settings.redis_url}: {reason}") from None
+    workers = Workers.from_environ() if sock is not None else None
+    if workers is not None:
+        hub.make_sid = workers.make_sid
     app = wrap_app(create_app(settings, hub=hub), 0, "asgi")
     config = hypercorn_config(settings)
+    if workers is not None:
+        # One request per connection on hypercorn's side, so that the front door
+        # reads every request and sends each Engine.IO one to its session's worker.
+        config.keep_alive_max_requests = 1
     context = WorkerContext(None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
@@ -113,9 +121,11 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         port: int = listeners[0].socket.getsockname()[1]
-        front = FrontDoor(hub, app, config, context, state, tls)
+        front = FrontDoor(hub, app, config, context, state, tls, workers)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
+                if workers is not None:
+                    await accepting.start(serve_handoffs, workers, front.serve_handed)
                 accepting.start_soon(
                     partial(trio.serve_listeners, front.handle, listeners, handler_nursery=handlers)
                 )

@@ -8,12 +8,16 @@ sessions, rate limits, caps, metrics and logs.
 
 In:  ``40{auth}`` → ``auth`` (and ``join-session`` when ``auth.sessionId``
 is set); ``42["join-session", …]``, ``42["leave-session", …]``;
-``42["signal:offer"|"signal:answer"|"signal:ice-candidate", {to, sessionId,
-data}]`` → ``offer``/``answer``/``ice-candidate``; ``2``/``3`` ping/pong.
+``42["signal:offer"|"signal:answer"|"signal:ice-candidate", {type, from, to,
+sessionId, data}]`` (the old server's payload) → ``offer``/``answer``/
+``ice-candidate`` with ``data`` untouched; ``2``/``3`` ping/pong. Each event
+becomes a frame whose ``id`` names the event (and its ack id), so replies find
+their way back.
 Out: ``welcome`` → ``40{"sid": connectionId}``; a refused ``auth`` →
 ``44{"message": …}``; replies to acknowledged events → ``43<id>[reply]``;
-relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``;
-every other frame → ``42[type, frame]``.
+relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``
+(``data`` exactly as its sender sent it); an error → ``42["error", {…,
+"event": <the event it answers>}]``; every other frame → ``42[type, frame]``.
 """
 
 from __future__ import annotations
@@ -274,8 +278,9 @@ class PollingChannel:
     WebSocket is offered: a polling client stays on polling.
     """
 
-    def __init__(self) -> None:
-        self.sid = secrets.token_urlsafe(12)
+    def __init__(self, sid: str | None = None) -> None:
+        self.sid = sid or secrets.token_urlsafe(12)
+        """The Engine.IO session id (with ``--workers``, it names this worker)."""
         self.outbox: Outbox | None = None
         self.peer_close: tuple[int, str] | None = None
         self.last_activity = trio.current_time()

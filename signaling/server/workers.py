@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 import trio
+
+from .handoff import Workers
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -32,7 +36,14 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     )
     listener.set_inheritable(True)
     port = listener.getsockname()[1]
-    env = {**os.environ, "SIGNALING_LISTEN_FD": str(listener.fileno())}
+    # where the workers hand each other Engine.IO requests (signaling.server.handoff)
+    folder = tempfile.mkdtemp(prefix="signaling-workers-")
+    env = {
+        **os.environ,
+        "SIGNALING_LISTEN_FD": str(listener.fileno()),
+        Workers.ENV_COUNT: str(settings.workers),
+        Workers.ENV_FOLDER: folder,
+    }
     command = [sys.executable, "-m", "signaling", *argv]
     log.info("listening on %s:%d with %d workers", settings.host, port, settings.workers)
 
@@ -40,10 +51,13 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         workers: set[trio.Process] = set()
         stopping = trio.Event()
 
-        async def run_worker() -> None:
+        async def run_worker(index: int) -> None:
             while not stopping.is_set():
                 process = await trio.lowlevel.open_process(
-                    command, env=env, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL
+                    command,
+                    env={**env, Workers.ENV_INDEX: str(index)},
+                    pass_fds=(listener.fileno(),),
+                    stdin=subprocess.DEVNULL,
                 )
                 workers.add(process)
                 code = await process.wait()
@@ -54,8 +68,8 @@ def supervise(settings: Settings, argv: list[str]) -> int:
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                for _ in range(settings.workers):
-                    nursery.start_soon(run_worker)
+                for index in range(settings.workers):
+                    nursery.start_soon(run_worker, index)
                 async for signum in signals:
                     log.info("%s received: stopping the workers", signal.Signals(signum).name)
                     stopping.set()
@@ -67,6 +81,9 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         for process in list(workers):
             process.kill()
 
-    trio.run(main)
-    listener.close()
+    try:
+        trio.run(main)
+    finally:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
