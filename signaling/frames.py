@@ -132,16 +132,19 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
     A signal may go out in JSON, in MessagePack, or both (its receivers pick
     their encodings), so ``data`` must be a value both carry alike: string
     keys, no binary or extension types, finite floats, 64-bit integers.
+    Strings, booleans and None are checked inline: they are nearly all of a
+    real ``data``, and this runs for every relayed signal.
     """
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return None
     if kind is dict:
         if depth >= DATA_MAX_DEPTH:
             return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
         for key, item in value.items():
             if type(key) is not str:
                 return "", "object keys must be strings"
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
             problem = _unportable(item, depth + 1)
             if problem is not None:
                 return f".{key}{problem[0]}", problem[1]
@@ -150,6 +153,9 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
         if depth >= DATA_MAX_DEPTH:
             return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
         for index, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind is str or item_kind is bool or item is None:
+                continue
             problem = _unportable(item, depth + 1)
             if problem is not None:
                 return f"[{index}]{problem[0]}", problem[1]
@@ -158,6 +164,8 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
         return None if _INT_MIN <= value <= _INT_MAX else ("", "integer out of 64-bit range")
     if kind is float:
         return None if math.isfinite(value) else ("", "numbers must be finite")
+    if kind is str or kind is bool or value is None:
+        return None
     return "", f"{kind.__name__} values cannot be relayed (not JSON)"
 
 
