@@ -71,17 +71,19 @@ async def test_join_relay_leave_across_nodes(nodes: tuple[str, str]) -> None:
         await alice.join("s")
         assert (await bob.join("s")).participants == ["alice"]
         assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
-        await alice.send_offer("bob", "s", CALL["offer"])
+        app_fields = {"callId": "c-1", "seq": 2**63, "meta": {"sdp_mid": [1.5, None, True]}}
+        await alice.send_offer("bob", "s", CALL["offer"], extra=app_fields)
         offer = await next_frame(bob)
         assert isinstance(offer, RelayedOffer)
-        assert (offer.from_, offer.data["sdp"]["sdp"]) == ("alice", CALL["offer"]["sdp"])
+        # data as sent, across nodes and from JSON to MessagePack
+        assert (offer.from_, offer.data) == ("alice", {"sdp": CALL["offer"], **app_fields})
         for n in range(200):  # order kept across nodes
             await bob.send_candidate("alice", "s", {**CALL["offerCandidates"][0], "sdpMid": str(n)})
         for n in range(200):
             frame = await next_frame(alice)
             assert isinstance(frame, RelayedIceCandidate)
             assert frame.from_ == "bob"
-            assert frame.data["candidate"]["sdpMid"] == str(n)
+            assert frame.data == {"candidate": {**CALL["offerCandidates"][0], "sdpMid": str(n)}}
         await bob.leave("s")
         assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
         with pytest.raises(PeerNotFound):
