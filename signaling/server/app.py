@@ -12,19 +12,23 @@ several times the memory and CPU of ``signaling serve``'s lean path.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import hmac
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
+from hypercorn.protocol import ws_stream
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
-from quart import Response, jsonify, request, send_file, websocket
+from quart import Response, has_request_context, jsonify, request, send_file, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import RsvBits
 
 from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from ..errors import SignalingError
@@ -36,11 +40,63 @@ from .metrics import MetricsCollector
 from .socketio import PollingChannel, SocketIOTransport
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from quart.wrappers import Websocket
 
     from .outbox import Outbox
 
 __all__ = ["AsgiTransport", "create_app"]
+
+
+_OPENING: contextvars.ContextVar[AsgiTransport | None] = contextvars.ContextVar(
+    "signaling_opening_websocket", default=None
+)
+"""The transport whose ``websocket.accept()`` hypercorn is handling (see `_FrameWatch`)."""
+
+
+class _FrameWatch(Extension):
+    """What hypercorn's WebSocket path gets in place of permessage-deflate.
+
+    Hypercorn offers wsproto's permessage-deflate to every client that asks,
+    and inflates each message with no bound before checking its size (a few
+    compressed kilobytes become gigabytes). This stand-in takes its place:
+    it negotiates nothing, so no message is ever compressed, and it sees the
+    header of every frame the client sends, pongs included, which is how
+    the heartbeat learns that a client is alive on this path (hypercorn
+    answers pings and reads pongs without telling the application).
+    """
+
+    name = "permessage-deflate"
+
+    def __init__(self) -> None:
+        # hypercorn builds the extension inside the app's websocket.accept()
+        self._transport = _OPENING.get()
+
+    def enabled(self) -> bool:
+        """Always consulted for inbound frames (it is only a watch)."""
+        return True
+
+    def offer(self) -> None:
+        """A server makes no offers."""
+        return None
+
+    def accept(self, offer: str) -> None:
+        """Decline: no compression on this path."""
+        return None
+
+    def frame_inbound_header(
+        self, proto: Any, opcode: Any, rsv: RsvBits, payload_length: int
+    ) -> RsvBits:
+        """Note the client's activity; claim no reserved bits."""
+        if self._transport is not None:
+            self._transport.last_activity = trio.current_time()
+        return RsvBits(False, False, False)
+
+
+def _watch_hypercorn_frames() -> None:
+    """Put `_FrameWatch` where hypercorn's WebSocket handshake looks up its extension."""
+    ws_stream.PerMessageDeflate = _FrameWatch  # type: ignore[attr-defined,assignment]
 
 
 class AsgiTransport:
@@ -50,12 +106,12 @@ class AsgiTransport:
         self._ws = ws
         self._text = text
         self.peer_close: tuple[int, str] | None = None
-        self.last_activity = math.inf
-        """Hypercorn pings by itself (``websocket_ping_interval``)."""
+        self.last_activity = trio.current_time()
+        """Updated by `_FrameWatch` for every frame the client sends, pongs included."""
         self.outbox: Outbox | None = None
 
     def ping(self) -> None:
-        """Hypercorn sends the pings on this path."""
+        """Hypercorn sends the pings on this path (``websocket_ping_interval``)."""
 
     async def receive(self) -> list[tuple[bool, bytes | str]] | None:
         """One message at a time (hypercorn hands them over singly)."""
@@ -86,8 +142,15 @@ def _utc_now_iso() -> str:
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> QuartTrio:
-    """The application; settings come from the environment and ``.env`` when omitted."""
+def create_app(
+    settings: Settings | None = None, *, hub: Hub | None = None, asgi_websocket: bool = True
+) -> QuartTrio:
+    """The application; settings come from the environment and ``.env`` when omitted.
+
+    ``asgi_websocket``: serve ``/ws`` through the ASGI server's own WebSocket
+    path (plain hypercorn); ``signaling serve`` turns it off, its front door
+    serving every WebSocket itself.
+    """
     if hub is None:
         hub = Hub(settings if settings is not None else load_settings())
     app = QuartTrio("signaling")
@@ -133,7 +196,10 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:
-        app.logger.exception("unhandled error in %s %s", request.method, request.path)
+        where = (
+            f"{request.method} {request.path}" if has_request_context() else websocket.path
+        )
+        app.logger.error("unhandled error in %s", where, exc_info=error)
         return _json_error(500, "internal", "internal server error")
 
     metrics_registry = CollectorRegistry(auto_describe=False)
@@ -267,9 +333,22 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             "timestamp": int(time.time() * 1000),
         }
 
-    @app.websocket("/ws")
+    if asgi_websocket:
+        _watch_hypercorn_frames()
+        app.websocket("/ws")(_asgi_ws(hub))
+    return app
+
+
+def _asgi_ws(hub: Hub) -> Callable[[], Awaitable[Any]]:
+    """The ``/ws`` route for plain hypercorn: the same caps, origins and IP rule as ours."""
+    settings = hub.settings
+
     async def ws() -> Any:
-        ip = str(websocket.remote_addr)
+        ip = client_ip(
+            str(websocket.remote_addr),
+            websocket.headers.getlist("X-Forwarded-For"),
+            settings.trusted_proxies,
+        )
         negotiated = hub.admit(ip) or negotiate(
             websocket.requested_subprotocols,
             websocket.headers.get("Origin"),
@@ -281,13 +360,17 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Q
             return _json_error(negotiated.status, negotiated.error, negotiated.message)
         codec, subprotocol = negotiated
         ws_object = websocket._get_current_object()  # type: ignore[attr-defined]
-        connection = hub.open(AsgiTransport(ws_object, text=codec.text), codec, ip, ip)
+        transport = AsgiTransport(ws_object, text=codec.text)
+        connection = hub.open(transport, codec, ip, ip)
+        token = _OPENING.set(transport)
         try:
             await websocket.accept(subprotocol=subprotocol)
         except BaseException:
             hub.remove(connection)
             raise
+        finally:
+            _OPENING.reset(token)
         await connection.run()
         return None
 
-    return app
+    return ws

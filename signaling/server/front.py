@@ -19,6 +19,7 @@ from hypercorn.trio.tcp_server import TCPServer
 
 from .handoff import hand_off
 from .handshake import Refusal, client_ip, negotiate
+from .http1 import HeadError, Request, find_head_end, parse_head
 from .socketio import SocketIOTransport
 from .websocket import (
     OP_BINARY,
@@ -52,7 +53,6 @@ __all__ = ["FrontDoor", "LeanTransport"]
 log = logging.getLogger("signaling.front")
 
 RECEIVE_SIZE = 65536
-HEAD_LIMIT = 16384
 HEAD_TIMEOUT = 10.0
 WS_PATH = "/ws"
 SOCKETIO_PATH = "/socket.io/"
@@ -201,6 +201,9 @@ def _http_response(status: int, reason: str, body: dict[str, Any], headers: str 
 
 
 _REASONS = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    505: "HTTP Version Not Supported",
     429: "Too Many Requests",
     503: "Service Unavailable",
     400: "Bad Request",
@@ -208,22 +211,6 @@ _REASONS = {
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
 }
-
-
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]]] | None:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    headers: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            return None
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return parts[0], parts[1], headers
 
 
 class FrontDoor:
@@ -277,35 +264,20 @@ class FrontDoor:
             if head is None:
                 await stream.aclose()
                 return
-            parsed = _parse_head(head)
-            if parsed is not None:
-                method, target, headers = parsed
-                upgrade = headers.get("upgrade", [""])[0].lower()
-                path, _, query = target.partition("?")
-                if path == SOCKETIO_PATH and not handed and self._workers is not None:
-                    sid = _query_value(query, "sid")
-                    owner = None if sid is None else self._workers.owner(sid)
-                    if owner is not None and owner != self._workers.index:
-                        ip = _peer_ip(socket_stream)
-                        if await hand_off(
-                            self._workers, owner, stream, head + rest, ip, _remote(socket_stream)
-                        ):
-                            return
-                if method == "GET" and upgrade == "websocket" and path == WS_PATH:
-                    await self._websocket(stream, socket_stream, headers, rest)
+            try:
+                request = parse_head(head)
+            except HeadError as exc:
+                await self._refuse(stream, exc.status, exc.error, exc.message)
+                return
+            if request.wants_upgrade or "upgrade" in request.tokens("connection"):
+                # Every upgrade is decided here, whatever its path: hypercorn never
+                # sees one (it would speak WebSocket or h2c on its own terms).
+                if await self._hand_off(request, stream, socket_stream, head + rest, handed):
                     return
-                if (
-                    method == "GET"
-                    and upgrade == "websocket"
-                    and path == SOCKETIO_PATH
-                    and "transport=websocket" in query
-                ):
-                    sid = _query_value(query, "sid")
-                    if sid is not None:
-                        await self._socketio_upgrade(stream, headers, rest, sid)
-                    else:
-                        await self._websocket(stream, socket_stream, headers, rest, socketio=True)
-                    return
+                await self._upgrade(request, stream, socket_stream, rest)
+                return
+            if await self._hand_off(request, stream, socket_stream, head + rest, handed):
+                return
             replay = (
                 _TlsReplay(stream, head + rest)
                 if isinstance(stream, trio.SSLStream)
@@ -330,26 +302,86 @@ class FrontDoor:
     async def _read_head(
         self, stream: trio.abc.Stream, buffer: bytes
     ) -> tuple[bytes | None, bytes]:
+        """The request head and the bytes after it; None (answered) for a bad one."""
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                return buffer[: end + 4], buffer[end + 4 :]
-            if len(buffer) > HEAD_LIMIT:
-                await stream.send_all(
-                    _http_response(
-                        431,
-                        _REASONS[431],
-                        {
-                            "error": "head-too-large",
-                            "message": f"request head over {HEAD_LIMIT} bytes",
-                        },
-                    )
-                )
+            try:
+                end = find_head_end(buffer)
+            except HeadError as exc:
+                await self._refuse(stream, exc.status, exc.error, exc.message)
                 return None, b""
+            if end is not None:
+                return buffer[:end], buffer[end:]
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return None, b""
             buffer += data
+
+    async def _refuse(self, stream: trio.abc.Stream, status: int, error: str, message: str) -> None:
+        """Answer with a JSON error and close the connection."""
+        self.hub.stats.upgrades_refused[error] += 1
+        with trio.move_on_after(HEAD_TIMEOUT):
+            await stream.send_all(
+                _http_response(status, _REASONS[status], {"error": error, "message": message})
+            )
+        await stream.aclose()
+
+    async def _hand_off(
+        self,
+        request: Request,
+        stream: trio.abc.Stream,
+        socket_stream: trio.SocketStream,
+        read: bytes,
+        handed: bool,
+    ) -> bool:
+        """With ``--workers``: pass a request for another worker's Engine.IO session to it."""
+        if handed or self._workers is None or request.path != SOCKETIO_PATH:
+            return False
+        sid = request.query_value("sid")
+        owner = None if sid is None else self._workers.owner(sid)
+        if owner is None or owner == self._workers.index:
+            return False
+        remote = _remote(socket_stream)
+        return await hand_off(self._workers, owner, stream, read, _peer_ip(socket_stream), remote)
+
+    async def _upgrade(
+        self,
+        request: Request,
+        stream: trio.abc.Stream,
+        socket_stream: trio.SocketStream,
+        rest: bytes,
+    ) -> None:
+        """A request to switch protocols: our WebSocket endpoints, or a refusal."""
+        if not request.wants_websocket:
+            await self._refuse(
+                stream, 400, "upgrade-not-supported", "only WebSocket upgrades are served here"
+            )
+            return
+        if request.method != "GET" or request.version != "HTTP/1.1":
+            await self._refuse(
+                stream, 400, "bad-upgrade", "a WebSocket upgrade is a GET over HTTP/1.1"
+            )
+            return
+        if request.path == WS_PATH:
+            await self._websocket(stream, socket_stream, request.headers, rest)
+            return
+        if (
+            request.path == SOCKETIO_PATH
+            and request.query_value("EIO") == "4"
+            and request.query_value("transport") == "websocket"
+        ):
+            sid = request.query_value("sid")
+            if sid is not None:
+                await self._socketio_upgrade(stream, request.headers, rest, sid)
+            else:
+                await self._websocket(stream, socket_stream, request.headers, rest, socketio=True)
+            return
+        await self._refuse(
+            stream,
+            404,
+            "not-found",
+            f"no WebSocket endpoint at {request.path!r}: use {WS_PATH} "
+            f"(or {SOCKETIO_PATH}?EIO=4&transport=websocket)",
+        )
 
     async def _socketio_upgrade(
         self, stream: trio.abc.Stream, headers: dict[str, list[str]], rest: bytes, sid: str
@@ -475,23 +507,16 @@ class FrontDoor:
         await connection.run()
 
 
-def _query_value(query: str, name: str) -> str | None:
-    for pair in query.split("&"):
-        key, _, value = pair.partition("=")
-        if key == name:
-            return value
-    return None
-
-
 def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
-    connection = ",".join(headers.get("connection", [])).lower()
-    if "upgrade" not in [token.strip() for token in connection.split(",")]:
+    """RFC 6455 §4.2.1: what a client's opening handshake must carry."""
+    connection = [t.strip().lower() for v in headers.get("connection", []) for t in v.split(",")]
+    if "upgrade" not in connection:
         return Refusal(400, "bad-upgrade", "a WebSocket upgrade needs 'Connection: Upgrade'")
-    if headers.get("sec-websocket-version", [""])[0] != "13":
+    if headers.get("sec-websocket-version", []) != ["13"]:
         return Refusal(426, "bad-upgrade", "only WebSocket version 13 is supported")
-    key = headers.get("sec-websocket-key", [""])[0]
+    keys = headers.get("sec-websocket-key", [])
     try:
-        if len(base64.b64decode(key, validate=True)) != 16:
+        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
             raise ValueError
     except (binascii.Error, ValueError):
         return Refusal(400, "bad-upgrade", "Sec-WebSocket-Key must be 16 bytes in base64")

@@ -102,12 +102,14 @@ async def serve(
     workers = Workers.from_environ() if sock is not None else None
     if workers is not None:
         hub.make_sid = workers.make_sid
-    app = wrap_app(create_app(settings, hub=hub), 0, "asgi")
+    # No ASGI WebSocket route here: the front door serves every upgrade itself.
+    app = wrap_app(create_app(settings, hub=hub, asgi_websocket=False), 0, "asgi")
     config = hypercorn_config(settings)
-    if workers is not None:
-        # One request per connection on hypercorn's side, so that the front door
-        # reads every request and sends each Engine.IO one to its session's worker.
-        config.keep_alive_max_requests = 1
+    # One request per connection on hypercorn's side: the front door reads every
+    # request head, so hypercorn never meets a request it did not vet (a pipelined
+    # upgrade, an h2c switch) and, with --workers, each Engine.IO request goes to
+    # its session's worker.
+    config.keep_alive_max_requests = 1
     context = WorkerContext(None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
