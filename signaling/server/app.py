@@ -77,9 +77,9 @@ class _FrameWatch(Extension):
         """Always consulted for inbound frames (it is only a watch)."""
         return True
 
-    def offer(self) -> None:
+    def offer(self) -> bool:
         """A server makes no offers."""
-        return None
+        return False
 
     def accept(self, offer: str) -> None:
         """Decline: no compression on this path."""
@@ -196,9 +196,7 @@ def create_app(
 
     @app.errorhandler(Exception)
     async def internal_error(error: Exception) -> Response:
-        where = (
-            f"{request.method} {request.path}" if has_request_context() else websocket.path
-        )
+        where = f"{request.method} {request.path}" if has_request_context() else websocket.path
         app.logger.error("unhandled error in %s", where, exc_info=error)
         return _json_error(500, "internal", "internal server error")
 

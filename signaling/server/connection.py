@@ -26,6 +26,8 @@ from .outbox import Outbox
 from .websocket import ProtocolError
 
 if TYPE_CHECKING:
+    from msgspec import UnsetType
+
     from ..codec import Codec
     from ..core import TokenBucket
     from ..frames import ClientFrame, ServerFrame
@@ -153,14 +155,17 @@ class Connection:
             return
         self._count(frame)
         if not self.outbox.put(self.codec.encode(frame)):
-            log.warning(
-                "not reading: %d frames (%d bytes) queued; closing",
-                len(self.outbox),
-                self.outbox.queued_bytes,
-                extra=self.log_ids(),
-            )
-            self.outbox.clear()
-            self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
+            self._overflow()
+
+    def _overflow(self) -> None:
+        log.warning(
+            "not reading: %d frames (%d bytes) queued; closing",
+            len(self.outbox),
+            self.outbox.queued_bytes,
+            extra=self.log_ids(),
+        )
+        self.outbox.clear()
+        self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
 
     def close(self, code: int, reason: str = "") -> None:
         """Start closing with ``code``: flush, send the close frame, end within a deadline."""
@@ -222,15 +227,13 @@ class Connection:
         try:
             while True:
                 messages = await outbox.take()
-                control = outbox.control
-                if control:
-                    outbox.control = []
+                control = outbox.take_control()
                 if messages or control:
                     oldest = outbox.oldest
                     await transport.send(messages, control)
                     if messages:
                         stats.observe_latency(trio.current_time() - oldest, len(messages))
-                if outbox.closed and not len(outbox) and not outbox.control:
+                if outbox.closed and not len(outbox) and not outbox.pending_control:
                     break
             assert self.close_code is not None
             await transport.send_close(self.close_code, self.close_reason)
@@ -249,26 +252,33 @@ class Connection:
                 batch = await transport.receive()
                 batch = await self._authenticate(batch)
             if self.peer is None:
-                if self.close_code is None:
+                if self.close_code is None and transport.peer_close is not None:
+                    self.close(transport.peer_close[0], "")  # the client's close, echoed
+                elif self.close_code is None:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
             frames_in = self.hub.stats.frames_in
             while batch is not None and self.close_code is None:
                 now = trio.current_time()
                 for is_text, payload in batch:
-                    frame = self._decode(is_text, payload)
-                    if frame is None:
-                        if self.close_code is not None:
-                            return
-                        continue
-                    frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
+                    frame, error = self._decode(is_text, payload)
+                    if self.close_code is not None:
+                        return
+                    # every message takes a token, a bad one too: a flood of
+                    # invalid frames is a flood, and each gets its answer
                     if self.bucket is not None:
                         wait = self.bucket.take(now)
                         if wait:
-                            self._refuse(frame, wait, now)
+                            reply_to = frame.id if frame is not None else error.reply_to  # type: ignore[union-attr]
+                            self._refuse(reply_to, wait, now)
                             if self.close_code is not None:
                                 return
                             continue
+                    if frame is None:
+                        assert error is not None
+                        self._deliver_now(error)
+                        continue
+                    frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
                     if type(frame) is JoinSession:
                         await self._join(frame)
                     elif type(frame) is Auth:
@@ -284,6 +294,9 @@ class Connection:
             if transport.peer_close is not None:
                 self.close(transport.peer_close[0], "")
         except ProtocolError as exc:
+            log.info("closing %d: %s", exc.code, exc.reason, extra=self.log_ids())
+            if exc.code == CloseCode.SLOW_CONSUMER:
+                self.outbox.clear()
             self.close(exc.code, exc.reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
@@ -306,9 +319,11 @@ class Connection:
         if not batch:
             return None
         is_text, payload = batch[0]
-        frame = self._decode(is_text, payload)
+        frame, error = self._decode(is_text, payload)
         if frame is None:
             if self.close_code is None:
+                if error is not None:
+                    self._deliver_now(error)
                 self.close(CloseCode.UNAUTHORIZED, "the first frame must be a valid auth frame")
             return None
         self.hub.stats.frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
@@ -387,7 +402,7 @@ class Connection:
         else:
             self.peer.handle(frame)
 
-    def _refuse(self, frame: ClientFrame, wait: float, now: float) -> None:
+    def _refuse(self, reply_to: str | UnsetType, wait: float, now: float) -> None:
         """Over the rate limit: answer ``rate-limited``; close a sender that keeps flooding.
 
         Every refused frame is answered (nothing is dropped silently), the
@@ -405,7 +420,7 @@ class Connection:
             Error(
                 code="rate-limited",
                 message=f"over {settings.rate_limit:g} frames/s (burst {settings.rate_burst})",
-                reply_to=frame.id,
+                reply_to=reply_to,
                 retry_after_ms=math.ceil(wait * 1000),
             )
         )
@@ -419,8 +434,11 @@ class Connection:
             self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
 
     def _deliver_now(self, frame: ServerFrame) -> None:
+        """Queue ``frame`` even while closing (an error before the close frame), bounded
+        like every other frame: a client that reads none of its errors is closed 1013."""
         self._count(frame)
-        self.outbox.put(self.codec.encode(frame))
+        if not self.outbox.put(self.codec.encode(frame)) and not self.outbox.closed:
+            self._overflow()
 
     def _count(self, frame: ServerFrame) -> None:
         stats = self.hub.stats
@@ -428,27 +446,25 @@ class Connection:
         if type(frame) is Error:
             stats.errors[frame.code] += 1
 
-    def _decode(self, is_text: bool, payload: bytes | str) -> ClientFrame | None:
+    def _decode(
+        self, is_text: bool, payload: bytes | str
+    ) -> tuple[ClientFrame, None] | tuple[None, Error | None]:
+        """The frame, or the ``bad-frame`` error that answers it (None: closing 1007)."""
         codec = self.codec
         if is_text is not codec.text:
             kind = "text" if codec.text else "binary"
-            self._deliver_now(
-                BadFrame(
-                    f"{codec.subprotocol} carries frames in {kind} WebSocket messages"
-                ).to_frame()
-            )
-            return None
+            message = f"{codec.subprotocol} carries frames in {kind} WebSocket messages"
+            return None, BadFrame(message).to_frame()
         try:
-            return codec.decode(payload)
+            return codec.decode(payload), None
         except BadFrame as exc:
             if is_text and isinstance(payload, bytes) and not _is_utf8(payload):
                 self.close(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
-                return None
-            self._deliver_now(exc.to_frame(probe_id(payload, text=is_text)))
-            return None
+                return None, None
+            return None, exc.to_frame(probe_id(payload, text=is_text))
         except UnicodeDecodeError:
             self.close(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
-            return None
+            return None, None
 
 
 def _is_utf8(payload: bytes) -> bool:

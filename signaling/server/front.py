@@ -120,9 +120,9 @@ class LeanTransport:
                     messages.append((False, payload))
                 elif opcode == OP_PING:
                     if self.outbox is not None:
-                        self.outbox.put_control(frame(OP_PONG, payload))
+                        self.outbox.put_pong(frame(OP_PONG, payload))  # type: ignore[arg-type]
                 elif opcode == OP_CLOSE:
-                    self.peer_close = parse_close(payload)
+                    self.peer_close = parse_close(payload)  # type: ignore[arg-type]
                     return messages or None
             if messages:
                 return messages

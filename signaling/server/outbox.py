@@ -16,10 +16,16 @@ class Outbox:
     reading, and the caller disconnects it instead of dropping a frame
     silently. `take` hands the writer everything queued at once, so one
     wake-up and one socket write carry a whole burst.
+
+    Transport control frames (pings, Engine.IO packets) count against the
+    same bounds (`put_control`). A pong is kept apart: only the newest one
+    waits (`put_pong`), as RFC 6455 §5.5.3 allows, so a client that floods
+    pings and reads nothing queues one pong, not millions.
     """
 
     __slots__ = (
         "_bytes",
+        "_control_bytes",
         "_items",
         "_waiter",
         "closed",
@@ -27,6 +33,7 @@ class Outbox:
         "max_bytes",
         "max_frames",
         "oldest",
+        "pong",
     )
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
@@ -34,9 +41,12 @@ class Outbox:
         self.max_bytes = max_bytes
         self._items: list[bytes] = []
         self._bytes = 0
+        self._control_bytes = 0
         self._waiter: trio.lowlevel.Task | None = None
         self.control: list[bytes] = []
-        """Transport-level frames (pongs) that go out before queued messages."""
+        """Transport-level frames that go out before queued messages."""
+        self.pong: bytes | None = None
+        """The pong answering the newest ping, if not sent yet."""
         self.closed = False
         self.oldest = 0.0
         """`trio.current_time` when the oldest queued message was put."""
@@ -60,10 +70,38 @@ class Outbox:
         self._wake()
         return len(self._items) <= self.max_frames and self._bytes <= self.max_bytes
 
-    def put_control(self, frame: bytes) -> None:
-        """Queue a transport control frame."""
+    def put_control(self, frame: bytes) -> bool:
+        """Queue a transport control frame; False (as `put`) once over the bounds."""
+        if self.closed:
+            return False
         self.control.append(frame)
+        self._control_bytes += len(frame)
         self._wake()
+        return (
+            len(self._items) + len(self.control) <= self.max_frames
+            and self._bytes + self._control_bytes <= self.max_bytes
+        )
+
+    def put_pong(self, frame: bytes) -> None:
+        """Queue a pong in place of any pong still waiting."""
+        self.pong = frame
+        self._wake()
+
+    def take_control(self) -> list[bytes]:
+        """The control frames queued (the pong last), for the writer."""
+        control = self.control
+        if control:
+            self.control = []
+            self._control_bytes = 0
+        if self.pong is not None:
+            control.append(self.pong)
+            self.pong = None
+        return control
+
+    @property
+    def pending_control(self) -> bool:
+        """Control frames are waiting."""
+        return bool(self.control) or self.pong is not None
 
     def close(self) -> None:
         """No more messages; wakes the writer so it can finish."""
@@ -73,7 +111,10 @@ class Outbox:
     def clear(self) -> None:
         """Drop everything queued (the receiver is being disconnected)."""
         self._items = []
+        self.control = []
+        self.pong = None
         self._bytes = 0
+        self._control_bytes = 0
 
     def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         # Called synchronously when the writer is cancelled: from here on a
@@ -89,7 +130,7 @@ class Outbox:
 
     async def take(self) -> list[bytes]:
         """Wait until something is queued or the outbox closes; return all queued."""
-        if not self._items and not self.control and not self.closed:
+        if not self._items and not self.pending_control and not self.closed:
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         items = self._items

@@ -22,13 +22,14 @@ relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
-from .websocket import OP_TEXT, frame
+from .websocket import OP_TEXT, ProtocolError, frame
 
 if TYPE_CHECKING:
     from .front import LeanTransport
@@ -142,15 +143,21 @@ class SocketIOTransport:
             self._control("0" + self._open)
 
     def _control(self, packet: str) -> None:
+        """Queue an Engine.IO packet; raises `ProtocolError` 1013 when the client
+        does not read (its queue is over the outbox bounds)."""
         control = getattr(self._inner, "control_packet", None)
         if control is not None:
             control(packet)
-        elif self._inner.outbox is not None:
-            self._inner.outbox.put_control(frame(OP_TEXT, packet.encode()))
+        elif self._inner.outbox is not None and not self._inner.outbox.put_control(
+            frame(OP_TEXT, packet.encode())
+        ):
+            raise ProtocolError(1013, "the client is not reading")
 
     def ping(self) -> None:
         """An Engine.IO ping (the client answers ``3``)."""
-        self._control("2")
+        with contextlib.suppress(ProtocolError):
+            # one ping per interval; a client that reads nothing times out instead
+            self._control("2")
 
     # --- client → server --------------------------------------------------------------
 

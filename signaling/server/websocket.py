@@ -70,20 +70,30 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
 
 
+MAX_FRAGMENTS = 1024
+"""Most frames one message may come in (browsers send one); more closes with 1009."""
+
+
 class FrameParser:
     """Turns bytes from a client into complete messages and control frames.
 
-    `feed` returns a list of ``(opcode, payload)``: ``OP_TEXT``/``OP_BINARY``
-    with a whole (defragmented) message, ``OP_PING``/``OP_PONG`` with their
-    payload, ``OP_CLOSE`` with ``(code, reason)`` encoded as the raw close
-    payload. It raises `ProtocolError` for anything RFC 6455 forbids, and for
-    a message over ``max_message`` bytes (code 1009).
+    `feed` returns a list of ``(opcode, payload)``: ``OP_TEXT`` with a whole
+    (defragmented) message as ``str`` (the whole message is checked to be
+    UTF-8, RFC 6455 §8.1, or the connection closes with 1007), ``OP_BINARY``
+    with its bytes, ``OP_PING``/``OP_PONG`` with their payload, ``OP_CLOSE``
+    with the raw close payload. It raises `ProtocolError` for anything RFC
+    6455 forbids, for a message over ``max_message`` bytes (1009, decided
+    from the headers, before buffering) and for one split into more than
+    `MAX_FRAGMENTS` frames (1009: endless empty continuations would cost
+    time and memory without ever passing the size limit). Fragments gather
+    in one buffer, so a message costs its size however it was split.
     """
 
     __slots__ = (
         "_buffer",
         "_compressed",
         "_fragments",
+        "_fragments_count",
         "_fragments_opcode",
         "_fragments_size",
         "deflate",
@@ -95,19 +105,20 @@ class FrameParser:
         self.deflate = deflate
         """permessage-deflate was negotiated: RSV1 marks a compressed message."""
         self._buffer = b""
-        self._fragments: list[bytes] = []
+        self._fragments = bytearray()
         self._fragments_opcode = 0
         self._fragments_size = 0
+        self._fragments_count = 0
         self._compressed = False
 
-    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes | str]]:
         """Parse ``data`` (appended to any partial frame left from before)."""
         if type(data) is not bytes:
             data = bytes(data)
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, bytes | str]] = []
         pos = 0
         end = len(data)
         while end - pos >= 2:
@@ -157,6 +168,8 @@ class FrameParser:
                     raise ProtocolError(1002, "continuation frame without a message to continue")
                 if self._fragments_size + length > self.max_message:
                     raise ProtocolError(1009, f"message over {self.max_message} bytes")
+                if self._fragments_count >= MAX_FRAGMENTS:
+                    raise ProtocolError(1009, f"message in over {MAX_FRAGMENTS} fragments")
             else:
                 raise ProtocolError(1002, f"unknown opcode {opcode:#x}")
             stop = pos + header + length
@@ -166,23 +179,28 @@ class FrameParser:
             pos = stop
             if opcode in _DATA_OPCODES:
                 if fin:
-                    out.append((opcode, self._inflate(payload) if compressed else payload))
+                    message = self._inflate(payload) if compressed else payload
+                    out.append((opcode, _text(message) if opcode == OP_TEXT else message))
                 else:
                     self._fragments_opcode = opcode
-                    self._fragments = [payload]
+                    self._fragments = bytearray(payload)
                     self._fragments_size = length
+                    self._fragments_count = 1
                     self._compressed = compressed
             elif opcode == OP_CONTINUATION:
-                self._fragments.append(payload)
+                self._fragments += payload
                 self._fragments_size += length
+                self._fragments_count += 1
                 if fin:
-                    message = b"".join(self._fragments)
+                    message = bytes(self._fragments)
                     if self._compressed:
                         message = self._inflate(message)
-                    out.append((self._fragments_opcode, message))
+                    kind = self._fragments_opcode
+                    out.append((kind, _text(message) if kind == OP_TEXT else message))
                     self._fragments_opcode = 0
-                    self._fragments = []
+                    self._fragments = bytearray()
                     self._fragments_size = 0
+                    self._fragments_count = 0
                     self._compressed = False
             else:
                 if opcode == OP_CLOSE:
@@ -206,6 +224,14 @@ class FrameParser:
         if len(message) > self.max_message or inflater.unconsumed_tail:
             raise ProtocolError(1009, f"message inflates to over {self.max_message} bytes")
         return message
+
+
+def _text(message: bytes) -> str:
+    """A text message's content; the whole of it must be UTF-8 (RFC 6455 §8.1)."""
+    try:
+        return message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(1007, "text message is not valid UTF-8") from None
 
 
 def _check_close_payload(payload: bytes) -> None:
