@@ -30,9 +30,15 @@ if TYPE_CHECKING:
     from ..frames import ClientFrame, ServerFrame
     from .registry import Registry
 
-__all__ = ["Peer", "describe_candidate"]
+__all__ = ["CONNECTION_STATES", "Peer", "describe_candidate"]
 
 log = logging.getLogger("signaling.peer")
+
+CONNECTION_STATES = frozenset(
+    ("new", "checking", "connecting", "connected", "completed", "disconnected", "failed", "closed")
+)
+"""The RTCPeerConnectionState and RTCIceConnectionState values, counted by name;
+any other ``state`` is counted as ``other``."""
 
 
 def describe_candidate(candidate: Mapping[str, Any] | None) -> str:
@@ -209,7 +215,9 @@ class Peer:
         )
 
     def _connection_state(self, frame: ConnectionState) -> None:
-        self._registry.connection_states[frame.state] += 1
+        # a client may send any string: the metric's labels stay a fixed set
+        state = frame.state if frame.state in CONNECTION_STATES else "other"
+        self._registry.connection_states[state] += 1
         log.info(
             "connection state in session %s: %s",
             frame.session_id,

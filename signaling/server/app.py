@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 
     from .outbox import Outbox
 
-__all__ = ["AsgiTransport", "create_app"]
+__all__ = ["BODY_TIMEOUT", "AsgiTransport", "create_app"]
+
+BODY_TIMEOUT = 10
+"""Seconds an HTTP request body may take to arrive."""
 
 
 _OPENING: contextvars.ContextVar[AsgiTransport | None] = contextvars.ContextVar(
@@ -155,6 +158,11 @@ def create_app(
         hub = Hub(settings if settings is not None else load_settings())
     app = QuartTrio("signaling")
     app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
+    # HTTP bodies: no route takes more than a message (Engine.IO batches included),
+    # checked as the body arrives, and a body must arrive whole within the same
+    # time as a request head (a trickled body is cut off with 408)
+    app.config["MAX_CONTENT_LENGTH"] = hub.settings.max_message_bytes
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.extensions["signaling.hub"] = hub
 
     @app.before_serving
@@ -242,6 +250,13 @@ def create_app(
                 400, "bad-request", "Engine.IO 4 (socket.io-client 3 or 4) over polling expected"
             )
         sid = request.args.get("sid")
+        # the Origin rule holds for every request of a session, not only its first
+        origin = request.headers.get("Origin")
+        if not origin_allowed(
+            origin, settings.allowed_origins, allow_missing=settings.allow_no_origin
+        ):
+            hub.stats.upgrades_refused["origin-not-allowed"] += 1
+            return _json_error(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
         if sid is None:
             if request.method != "GET":
                 return _json_error(400, "bad-request", "a new Engine.IO session starts with GET")
@@ -260,7 +275,11 @@ def create_app(
             if isinstance(refusal, Refusal):
                 hub.stats.upgrades_refused[refusal.error] += 1
                 return _json_error(refusal.status, refusal.error, refusal.message)
-            channel = PollingChannel(hub.make_sid())
+            channel = PollingChannel(
+                hub.make_sid(),
+                max_packets=settings.outbox_frames,
+                max_bytes=settings.outbox_bytes,
+            )
             transport = SocketIOTransport(
                 channel,
                 ping_interval=settings.ping_interval,
@@ -284,10 +303,15 @@ def create_app(
             return _json_error(400, "session-unknown", "unknown Engine.IO session id")
         if request.method == "POST":
             data = await request.get_data()
-            if len(data) > settings.max_message_bytes:
-                return _json_error(413, "too-large", "payload over the message size limit")
-            known.post(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+            try:
+                text = data.decode("utf-8") if isinstance(data, bytes) else data
+            except UnicodeDecodeError:
+                return _json_error(400, "bad-request", "an Engine.IO payload is UTF-8 text")
+            if not known.post(text):
+                return _json_error(429, "too-many-packets", "packets are waiting to be read")
             return Response("ok", content_type="text/plain; charset=UTF-8")
+        if known.polling:
+            return _json_error(400, "bad-request", "one GET at a time per Engine.IO session")
         body = await known.poll(settings.ping_interval)
         return Response(body, content_type="text/plain; charset=UTF-8")
 

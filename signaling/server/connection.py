@@ -283,11 +283,8 @@ class Connection:
                         await self._join(frame)
                     elif type(frame) is Auth:
                         await self._reauth(frame)
-                    elif type(frame) is LeaveSession and self.hub.cluster is not None:
-                        was_in = frame.session_id in self.peer.sessions
-                        self.peer.handle(frame)
-                        if was_in:
-                            self.hub.cluster.leaving(self.peer, [frame.session_id])
+                    elif type(frame) is LeaveSession and frame.session_id in self.peer.sessions:
+                        self._leave(frame.session_id, frame)
                     else:
                         self.peer.handle(frame)
                 batch = await transport.receive()
@@ -369,6 +366,20 @@ class Connection:
             return
         self.identity = identity
         log.info("re-authenticated", extra=self.log_ids())
+        # The new token decides the seats too: one it no longer allows is left
+        # (the others hear user-left) and the client is told why.
+        for session_id in sorted(self.peer.sessions):
+            try:
+                await self.hub.authorizer.authorize_join(identity, session_id)
+            except SignalingError as exc:
+                self._leave(session_id)
+                self.deliver(
+                    Forbidden(
+                        f"the new token does not allow session {session_id!r} ({exc.message}); "
+                        "its seat is given up",
+                        session_id=session_id,
+                    ).to_frame(frame.id)
+                )
         ice_servers = await self.hub.ice.ice_servers(identity.user_id)
         self.deliver(
             Welcome(
@@ -377,6 +388,13 @@ class Connection:
                 ice_servers=ice_servers,
             )
         )
+
+    def _leave(self, session_id: str, frame: LeaveSession | None = None) -> None:
+        """Give up the seat in ``session_id`` (its others hear user-left), on every node."""
+        assert self.peer is not None
+        self.peer.handle(frame or LeaveSession(session_id=session_id))
+        if self.hub.cluster is not None:
+            self.hub.cluster.leaving(self.peer, [session_id])
 
     def expire(self, now: float) -> None:
         """Close with 4401 if the token has expired (checked by the hub's heartbeat)."""

@@ -18,9 +18,9 @@ import trio
 from hypercorn.trio.tcp_server import TCPServer
 
 from .handoff import hand_off
-from .handshake import Refusal, client_ip, negotiate
+from .handshake import Refusal, client_ip, negotiate, origin_allowed
 from .http1 import HeadError, Request, find_head_end, parse_head
-from .socketio import SocketIOTransport
+from .socketio import PollingChannel, SocketIOTransport
 from .websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -29,6 +29,7 @@ from .websocket import (
     OP_TEXT,
     Deflate,
     FrameParser,
+    ProtocolError,
     accept_key,
     close_frame,
     encode_frames,
@@ -386,17 +387,42 @@ class FrontDoor:
     async def _socketio_upgrade(
         self, stream: trio.abc.Stream, headers: dict[str, list[str]], rest: bytes, sid: str
     ) -> None:
-        """Engine.IO's upgrade of a polling session to WebSocket (2probe, 3probe, 5)."""
+        """Engine.IO's upgrade of a polling session to WebSocket (2probe, 3probe, 5).
+
+        One upgrade per session at a time, under the same Origin rule as its
+        first request; the probe must finish within `HEAD_TIMEOUT`, and a
+        client that breaks RFC 6455 during it gets its close code.
+        """
+        settings = self.hub.settings
         channel = self.hub.polling.get(sid)
+        origin = headers.get("origin", [None])[0]
         refusal = _check_upgrade(headers)
-        if refusal is None and (channel is None or channel.owner is None):
+        if refusal is None and not origin_allowed(
+            origin, settings.allowed_origins, allow_missing=settings.allow_no_origin
+        ):
+            refusal = Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+        if refusal is None and (channel is None or channel.owner is None or channel.closed):
             refusal = Refusal(400, "session-unknown", "unknown Engine.IO session id")
+        if refusal is None and channel is not None and channel.upgrading:
+            refusal = Refusal(400, "bad-upgrade", "this Engine.IO session is upgrading already")
         if refusal is not None or channel is None or channel.owner is None:
             assert refusal is not None
-            body = {"error": refusal.error, "message": refusal.message}
-            await stream.send_all(_http_response(refusal.status, _REASONS[refusal.status], body))
-            await stream.aclose()
+            await self._refuse(stream, refusal.status, refusal.error, refusal.message)
             return
+        channel.upgrading = True
+        try:
+            await self._probe(stream, headers, rest, sid, channel)
+        finally:
+            channel.upgrading = False
+
+    async def _probe(
+        self,
+        stream: trio.abc.Stream,
+        headers: dict[str, list[str]],
+        rest: bytes,
+        sid: str,
+        channel: PollingChannel,
+    ) -> None:
         key = headers["sec-websocket-key"][0]
         await stream.send_all(
             (
@@ -407,26 +433,30 @@ class FrontDoor:
         websocket = LeanTransport(
             stream, text=True, max_message=self.hub.settings.max_message_bytes, pending=rest
         )
-        with trio.move_on_after(HEAD_TIMEOUT):
-            while True:
-                batch = await websocket.receive()
-                if batch is None:
-                    await stream.aclose()
-                    return
-                for index, (_, payload) in enumerate(batch):
-                    packet = payload.decode() if isinstance(payload, bytes) else payload
-                    if packet == "2probe":
-                        await stream.send_all(frame(OP_TEXT, b"3probe"))
-                        # answer the waiting GET so the client can pause polling and send 5
-                        channel.control_packet("6")
-                    elif packet == "5":
-                        self.hub.polling.pop(sid, None)
-                        websocket.closed = trio.Event()
-                        channel.owner.upgrade(websocket, batch[index + 1 :])
+        try:
+            with trio.move_on_after(HEAD_TIMEOUT):
+                while not channel.closed:
+                    batch = await websocket.receive()
+                    if batch is None:
                         break
-                else:
-                    continue
-                break
+                    for index, (_, packet) in enumerate(batch):
+                        if packet == "2probe":
+                            await stream.send_all(frame(OP_TEXT, b"3probe"))
+                            # answer the waiting GET so the client can pause polling, send 5
+                            channel.control_packet("6")
+                        elif packet == "5" and channel.owner is not None:
+                            self.hub.polling.pop(sid, None)
+                            websocket.closed = trio.Event()
+                            channel.owner.upgrade(websocket, batch[index + 1 :])
+                            break
+                    else:
+                        continue
+                    break
+        except ProtocolError as exc:
+            log.info("Engine.IO upgrade of %s closed %d: %s", sid, exc.code, exc.reason)
+            with trio.move_on_after(1):
+                await stream.send_all(close_frame(exc.code, exc.reason))
+            websocket.closed = None
         if websocket.closed is None:
             await stream.aclose()
             return

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..codec import Codec
     from ..frames import ClientFrame
 
-__all__ = ["Refusal", "client_ip", "negotiate", "origin_allowed"]
+__all__ = ["Refusal", "cap_key", "client_ip", "negotiate", "origin_allowed"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,23 @@ def client_ip(
         if not _trusted(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def cap_key(ip: str) -> str:
+    """What the per-IP cap counts: the address, or for IPv6 its /64.
+
+    One IPv6 host usually owns a whole /64, so counting single addresses
+    would let one client take the cap many times over.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
 
 
 def _is_ip(text: str) -> bool:

@@ -14,7 +14,7 @@ from ..core import RateLimiter, Registry
 from ..errors import CloseCode
 from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
-from .handshake import Refusal
+from .handshake import Refusal, cap_key
 from .ice import IceServersProvider, ice_provider
 from .metrics import Stats
 
@@ -115,25 +115,26 @@ class Hub:
                 "server-full",
                 f"this node holds its maximum of {settings.max_connections} connections",
             )
-        if settings.max_connections_per_ip and self.by_ip[ip] >= settings.max_connections_per_ip:
+        key = cap_key(ip)
+        if settings.max_connections_per_ip and self.by_ip[key] >= settings.max_connections_per_ip:
             return Refusal(
                 429,
                 "too-many-connections",
-                f"{ip} has {settings.max_connections_per_ip} connections open already",
+                f"{key} has {settings.max_connections_per_ip} connections open already",
             )
         return None
 
     def add(self, connection: Connection) -> None:
         """A connection started."""
         self.connections.add(connection)
-        self.by_ip[connection.ip] += 1
+        self.by_ip[cap_key(connection.ip)] += 1
         self.by_connection_id[connection.connection_id] = connection
 
     def remove(self, connection: Connection) -> None:
         """A connection ended."""
         self.connections.discard(connection)
         self.by_connection_id.pop(connection.connection_id, None)
-        _decrement(self.by_ip, connection.ip)
+        _decrement(self.by_ip, cap_key(connection.ip))
         if self.draining and not self.connections:
             self._all_closed.set()
 

@@ -13,13 +13,27 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "escape"]
 
 _FIELDS = ("connection_id", "user_id", "session_id")
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\"})
+
+
+def escape(text: str) -> str:
+    """``text`` with control characters (CR and LF among them) written as escapes,
+    so a client's userId, sessionId or state can never start a forged log line."""
+    return text.translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger [connection user] message``."""
+    """``time LEVEL logger [connection user] message``; one record, one line.
+
+    The ids and the message are escaped (`escape`); a traceback, when there
+    is one, follows on its own lines as usual.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(ids)s%(message)s")
@@ -27,8 +41,17 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         connection = getattr(record, "connection_id", None)
         user = getattr(record, "user_id", None)
-        record.ids = f"[{connection or '-'} {user or '-'}] " if connection or user else ""
+        record.ids = (
+            f"[{escape(str(connection or '-'))} {escape(str(user or '-'))}] "
+            if connection or user
+            else ""
+        )
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line before any traceback, with the client's text escaped."""
+        record.message = escape(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
