@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -170,7 +171,15 @@ class _Replay(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+        # Hypercorn ends a "Connection: close" response with send_eof() then
+        # aclose() from the app's task, which is being cancelled by then: a
+        # checkpoint before the shutdown would leave the connection open until
+        # the client gives up. So the FIN goes out here, synchronously.
+        if isinstance(self._stream, trio.SocketStream):
+            if not self._stream.socket.did_shutdown_SHUT_WR:
+                with contextlib.suppress(OSError):
+                    self._stream.socket.shutdown(trio.socket.SHUT_WR)
+        elif isinstance(self._stream, trio.abc.HalfCloseableStream):
             await self._stream.send_eof()
 
     async def aclose(self) -> None:
