@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -18,6 +19,7 @@ from signaling.server import Hub, create_app
 from signaling.server.serve import hypercorn_config
 
 from .conftest import TEST_SETTINGS, chromium_call
+from .test_exposure import close_code, masked
 
 CALL = chromium_call()
 
@@ -72,3 +74,68 @@ def test_hypercorn_config_module_replaces_hypercorns_defaults() -> None:
     assert config.websocket_ping_interval == 20.0
     assert config.graceful_timeout == 10.0
     assert config.bind == ["0.0.0.0:3001"]
+
+
+QUICK = TEST_SETTINGS.replace(ping_interval=0.5, ping_timeout=0.5)
+
+
+@pytest.fixture
+async def quick_hypercorn_port(nursery: trio.Nursery) -> AsyncIterator[int]:
+    app = create_app(QUICK, hub=Hub(QUICK))
+    stop = trio.Event()
+    binds = await nursery.start(
+        partial(hypercorn_serve, app, hypercorn_config(QUICK), shutdown_trigger=stop.wait)
+    )
+    yield int(binds[0].rsplit(":", 1)[1])
+    stop.set()
+
+
+async def _raw_upgrade(port: int) -> tuple[trio.SocketStream, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    head = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(4096)
+    return stream, head
+
+
+async def test_hypercorns_path_negotiates_no_compression(hypercorn_port: int) -> None:
+    """Hypercorn would inflate without a bound: on this path nothing is compressed,
+    and a compressed frame is a protocol error."""
+    stream, head = await _raw_upgrade(hypercorn_port)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"sec-websocket-extensions" not in head.lower()
+    await stream.send_all(b"\xc1\x84\0\0\0\0" + b"abcd")  # RSV1 set, masked, 4 bytes
+    data = head
+    with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+        while chunk := await stream.receive_some(4096):  # until it is closed (or reset)
+            data += chunk
+    # wsproto refuses it (RSV1 with nothing negotiated) and hypercorn drops the connection
+    assert close_code(data) in (1002, None)
+    await stream.aclose()
+
+
+async def test_a_silent_client_on_hypercorns_path_times_out(quick_hypercorn_port: int) -> None:
+    stream, _ = await _raw_upgrade(quick_hypercorn_port)
+    await stream.send_all(masked(1, b'{"type": "auth", "userId": "quiet"}'))
+    data = b""
+    started = trio.current_time()
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some(4096):
+            data += chunk
+    # it read the pings, answered none: closed after ping interval + timeout
+    assert close_code(data) == 4408
+    assert 0.9 < trio.current_time() - started < 3
+    await stream.aclose()
+
+
+async def test_a_client_answering_pings_on_hypercorns_path_stays(quick_hypercorn_port: int) -> None:
+    url = f"ws://127.0.0.1:{quick_hypercorn_port}/ws"
+    async with connect(url, user_id="idle") as idle:
+        await trio.sleep(2.5)  # five ping intervals, nothing sent but pongs
+        assert (await idle.join("still-here")).participants == []

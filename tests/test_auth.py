@@ -23,8 +23,8 @@ from quart import request
 from quart_trio import QuartTrio
 
 from signaling.client import connect
-from signaling.errors import Forbidden, Unauthorized
-from signaling.frames import UserJoined
+from signaling.errors import Forbidden, NotInSession, Unauthorized
+from signaling.frames import Auth, Error, Offer, SessionLeft, UserJoined, UserLeft, Welcome
 from signaling.server import Settings
 
 from .conftest import TEST_SETTINGS, Server, serve_app, start_server
@@ -431,6 +431,38 @@ async def test_join_tokens_limit_sessions_and_reveal_nothing(server: Server) -> 
             assert await bob.receive() == UserJoined(session_id="room-1", user_id="alice")
             await bob.join("room-1")
         assert server.hub.registry.participants("secret-room") == ["bob"]
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(token_secret=SECRET)], ids=["join-tokens"]
+)
+async def test_a_reauth_gives_up_the_seats_its_token_does_not_allow(server: Server) -> None:
+    async with (
+        connect(server.url, user_id="alice", token=cli_token("alice", "a", "b")) as alice,
+        connect(server.url, user_id="bob", token=cli_token("bob", "*")) as bob,
+    ):
+        await alice.join("a")
+        await alice.join("b")
+        await bob.join("a")
+        with trio.fail_after(5):
+            assert await alice.receive() == UserJoined(session_id="a", user_id="bob")
+        # a fresh token for room b only: the seat in a goes, and bob hears it
+        await alice.send(Auth(user_id="alice", token=cli_token("alice", "b"), id="again"))
+        with trio.fail_after(5):
+            frames = [await alice.receive() for _ in range(3)]
+            assert await bob.receive() == UserLeft(session_id="a", user_id="alice")
+        [left] = [f for f in frames if isinstance(f, SessionLeft)]
+        [refused] = [f for f in frames if isinstance(f, Error)]
+        assert left.session_id == "a"
+        assert (refused.code, refused.session_id, refused.reply_to) == ("forbidden", "a", "again")
+        assert any(isinstance(f, Welcome) for f in frames)
+        assert server.hub.registry.participants("a") == ["bob"]
+        assert server.hub.registry.participants("b") == ["alice"]
+        # and it cannot relay into a any more
+        with pytest.raises(NotInSession):
+            await alice.request(
+                Offer(to="bob", session_id="a", data={"sdp": {"type": "offer", "sdp": "v=0"}})
+            )
 
 
 @pytest.mark.parametrize(

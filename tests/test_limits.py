@@ -13,6 +13,7 @@ import trio_websocket
 
 from signaling.client import connect
 from signaling.errors import Forbidden
+from signaling.server.handshake import cap_key
 
 from .conftest import TEST_SETTINGS, Server
 from .test_http import _upgrade
@@ -109,3 +110,76 @@ async def test_per_ip_cap_uses_x_forwarded_for_behind_a_trusted_proxy(server: Se
     status, _, _ = await _upgrade(server, {"X-Forwarded-For": "198.51.100.20"})
     assert status == 101
     await first.aclose()
+
+
+def test_the_per_ip_cap_counts_an_ipv6_host_by_its_slash_64() -> None:
+    assert cap_key("2001:db8:1:2::10") == cap_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert cap_key("2001:db8:1:3::10") == "2001:db8:1:3::/64"
+    assert cap_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert cap_key("203.0.113.7") == "203.0.113.7"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [TEST_SETTINGS.replace(max_connections_per_ip=2, trusted_proxies=(ip_network("127.0.0.1"),))],
+)
+async def test_ipv6_addresses_of_one_slash_64_share_the_cap(server: Server) -> None:
+    streams = []
+    for host in ("2001:db8::1", "2001:db8::2"):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        request = (
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Forwarded-For: {host}\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        assert b" 101 " in await stream.receive_some(4096)
+        streams.append(stream)
+    assert dict(server.hub.by_ip) == {"2001:db8::/64": 2}
+    status, _, _ = await _upgrade(server, {"X-Forwarded-For": "2001:db8::ffff:3"})
+    assert status == 429
+    status, _, _ = await _upgrade(server, {"X-Forwarded-For": "2001:db8:0:1::3"})
+    assert status == 101
+    for stream in streams:
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [TEST_SETTINGS.replace(max_connections_per_ip=1, trusted_proxies=(ip_network("127.0.0.1"),))],
+)
+async def test_polling_counts_the_client_ip_by_the_same_rule(server: Server) -> None:
+    """Behind a trusted proxy, Engine.IO long-polling counts X-Forwarded-For, as /ws does."""
+    url = f"{server.http}/socket.io/?EIO=4&transport=polling"
+    async with httpx.AsyncClient() as http:
+        first = await http.get(url, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert first.status_code == 200
+        assert dict(server.hub.by_ip) == {"203.0.113.7": 1}
+        again = await http.get(url, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert again.status_code == 429
+        other = await http.get(url, headers={"X-Forwarded-For": "198.51.100.20"})
+        assert other.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(allowed_origins=("https://app.example.com",))]
+)
+async def test_every_request_of_an_engine_io_session_checks_the_origin(server: Server) -> None:
+    good = {"Origin": "https://app.example.com"}
+    bad = {"Origin": "https://evil.example.com"}
+    url = f"{server.http}/socket.io/?EIO=4&transport=polling"
+    async with httpx.AsyncClient() as http:
+        opened = await http.get(url, headers=good)
+        sid = json.loads(opened.text[1:])["sid"]
+        post = await http.post(f"{url}&sid={sid}", content="40{}", headers=bad)
+        assert post.status_code == 403
+        poll = await http.get(f"{url}&sid={sid}", headers=bad)
+        assert poll.status_code == 403
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(
+        f"GET /socket.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: https://evil.example.com\r\n\r\n".encode()
+    )
+    assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 403 ")
+    await stream.aclose()
