@@ -105,19 +105,23 @@ async def _raw_upgrade(port: int) -> tuple[trio.SocketStream, bytes]:
 
 
 async def test_hypercorns_path_negotiates_no_compression(hypercorn_port: int) -> None:
-    """Hypercorn would inflate without a bound: on this path nothing is compressed,
-    and a compressed frame is a protocol error."""
-    stream, head = await _raw_upgrade(hypercorn_port)
-    assert head.startswith(b"HTTP/1.1 101 ")
-    assert b"sec-websocket-extensions" not in head.lower()
-    await stream.send_all(b"\xc1\x84\0\0\0\0" + b"abcd")  # RSV1 set, masked, 4 bytes
-    data = head
-    with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
-        while chunk := await stream.receive_some(4096):  # until it is closed (or reset)
-            data += chunk
-    # wsproto refuses it (RSV1 with nothing negotiated) and hypercorn drops the connection
-    assert close_code(data) in (1002, None)
-    await stream.aclose()
+    """Hypercorn would inflate without a bound: on this path nothing is compressed, and
+    a compressed frame is a protocol error. Twenty times over: the refusal races
+    hypercorn's first ping, which used to crash the whole server."""
+    for _ in range(20):
+        stream, head = await _raw_upgrade(hypercorn_port)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"sec-websocket-extensions" not in head.lower()
+        await stream.send_all(b"\xc1\x84\0\0\0\0" + b"abcd")  # RSV1 set, masked, 4 bytes
+        data = head
+        with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+            while chunk := await stream.receive_some(4096):  # until closed (or reset)
+                data += chunk
+        # wsproto refuses it (RSV1 with nothing negotiated); hypercorn drops the connection
+        assert close_code(data) in (1002, None)
+        await stream.aclose()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hypercorn_port}") as http:
+        assert (await http.get("/health")).json()["status"] == "ok"
 
 
 async def test_a_silent_client_on_hypercorns_path_times_out(quick_hypercorn_port: int) -> None:
@@ -130,7 +134,7 @@ async def test_a_silent_client_on_hypercorns_path_times_out(quick_hypercorn_port
             data += chunk
     # it read the pings, answered none: closed after ping interval + timeout
     assert close_code(data) == 4408
-    assert 0.9 < trio.current_time() - started < 3
+    assert 0.7 < trio.current_time() - started < 3
     await stream.aclose()
 
 

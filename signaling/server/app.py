@@ -12,6 +12,7 @@ several times the memory and CPU of ``signaling serve``'s lean path.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import hmac
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 from hypercorn.protocol import ws_stream
+from hypercorn.trio import tcp_server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from quart import Response, has_request_context, jsonify, request, send_file, websocket
@@ -98,8 +100,24 @@ class _FrameWatch(Extension):
 
 
 def _watch_hypercorn_frames() -> None:
-    """Put `_FrameWatch` where hypercorn's WebSocket handshake looks up its extension."""
+    """Put `_FrameWatch` where hypercorn's WebSocket handshake looks up its extension,
+    and keep a client from crashing the server through hypercorn's ping task."""
     ws_stream.PerMessageDeflate = _FrameWatch  # type: ignore[attr-defined,assignment]
+    if getattr(tcp_server.TCPServer.protocol_send, "_signaling", False):
+        return
+    original = tcp_server.TCPServer.protocol_send
+
+    async def protocol_send(self: tcp_server.TCPServer, event: Any) -> None:
+        # hypercorn's WebSocket ping task can write while the connection's close
+        # (send_eof, outside hypercorn's send lock) holds the stream: trio raises
+        # BusyResourceError, which hypercorn does not catch, and the whole server
+        # stopped. A client can time a bad frame to hit this; the connection is
+        # closing either way.
+        with contextlib.suppress(trio.BusyResourceError):
+            await original(self, event)
+
+    protocol_send._signaling = True  # type: ignore[attr-defined]
+    tcp_server.TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
 
 
 class AsgiTransport:
