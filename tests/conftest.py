@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,6 +67,32 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
     stop = trio.Event()
     port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
     return Server(port, hub, stop)
+
+
+@contextmanager
+def server_in_thread(settings: Settings) -> Iterator[tuple[int, Hub]]:
+    """Our server in a thread of its own, for tests that run a fresh ``trio.run`` per
+    hypothesis example (a server in the test's own run would end with each one)."""
+    hub = Hub(settings)
+    started: queue.Queue[tuple[int, trio.lowlevel.TrioToken]] = queue.Queue()
+    stop = trio.Event()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                partial(serve, settings, hub=hub, shutdown_trigger=stop.wait)
+            )
+            started.put((port, trio.lowlevel.current_trio_token()))
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    port, token = started.get(timeout=30)
+    try:
+        yield port, hub
+    finally:
+        trio.from_thread.run_sync(stop.set, trio_token=token)
+        thread.join(timeout=30)
+    assert not thread.is_alive()
 
 
 async def serve_app(nursery: trio.Nursery, app: Any) -> tuple[str, trio.Event]:

@@ -12,10 +12,7 @@ socket.io-client runs the same flows in tests/test_socketio.py.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
-from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -38,9 +35,8 @@ from signaling.frames import (
     RelayedIceCandidate,
     RelayedOffer,
 )
-from signaling.server import Hub, serve
 
-from .conftest import TEST_SETTINGS, chromium_call
+from .conftest import TEST_SETTINGS, chromium_call, server_in_thread
 
 CALL = chromium_call()
 SESSION = "as-sent"
@@ -131,24 +127,9 @@ ENDPOINTS: list[Endpoint] = ["json", "msgpack", "sio"]
 
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[int]:
-    """One server for every example, in a thread of its own (each example is a trio.run)."""
-    hub = Hub(TEST_SETTINGS)
-    started: queue.Queue[tuple[int, trio.lowlevel.TrioToken]] = queue.Queue()
-    stop = trio.Event()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(serve, TEST_SETTINGS, hub=hub, shutdown_trigger=stop.wait)
-            )
-            started.put((port, trio.lowlevel.current_trio_token()))
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    port, token = started.get(timeout=30)
-    yield port
-    trio.from_thread.run_sync(stop.set, trio_token=token)
-    thread.join(timeout=30)
+    """One server for every example."""
+    with server_in_thread(TEST_SETTINGS) as (port, _):
+        yield port
 
 
 async def _send(sender: Client | WireSocketIO, to: str, kind: str, data: dict[str, Any]) -> None:

@@ -8,10 +8,7 @@ carries on undisturbed.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,9 @@ from hypothesis import strategies as st
 from signaling.client import connect
 from signaling.codec import SERVER_CODECS
 from signaling.frames import Error, RelayedIceCandidate
-from signaling.server import Hub, serve
+from signaling.server import Hub
 
-from .conftest import TEST_SETTINGS
+from .conftest import TEST_SETTINGS, server_in_thread
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "protocol" / "golden.json").read_text())
 CLIENT_FRAMES = [g["frame"] for g in GOLDEN["frames"] if g["direction"] == "client"]
@@ -84,27 +81,9 @@ def messages(draw: st.DrawFn) -> tuple[bool, str | bytes]:
 
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[tuple[int, Hub]]:
-    """One server for every example, in a thread of its own (hypothesis runs each
-    example in a fresh trio run, so the server cannot live in the test's)."""
-    settings = TEST_SETTINGS
-    hub = Hub(settings)
-    started: queue.Queue[tuple[int, trio.lowlevel.TrioToken]] = queue.Queue()
-    stop = trio.Event()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(serve, settings, hub=hub, shutdown_trigger=stop.wait)
-            )
-            started.put((port, trio.lowlevel.current_trio_token()))
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    port, token = started.get(timeout=30)
-    yield port, hub
-    trio.from_thread.run_sync(stop.set, trio_token=token)
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    """One server for every example."""
+    with server_in_thread(TEST_SETTINGS) as running:
+        yield running
 
 
 async def fuzz_one(port: int, batch: list[tuple[bool, str | bytes]]) -> None:
