@@ -489,6 +489,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proc = ServerTree(server.pid) if server else None
     baseline = proc.rss() if proc else 0
     try:
+        if args.client == "node":
+            if args.scenario != "steady":
+                raise SystemExit("--client node runs the steady scenario only")
+            return run_node_steady(args, url, proc, client_cpus)
         units = {
             "steady": args.pairs,
             "saturate": args.pairs,
@@ -595,6 +599,78 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.kill()
 
 
+NODE_DIR = ROOT / "bench" / "node"
+
+
+def run_node_steady(
+    args: argparse.Namespace, url: str, proc: ServerTree | None, cpus: list[int]
+) -> dict[str, Any]:
+    """``steady`` driven by bench/node/steady.mjs: the many-connections shape.
+
+    Reports what issue 13 measures: µs of server CPU per delivered message and
+    the generator's own CPU (over 90% means the generator, not the server, is
+    the limit)."""
+    if not (NODE_DIR / "node_modules" / "ws").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True
+        )
+    generator = subprocess.Popen(
+        [
+            "node",
+            str(NODE_DIR / "steady.mjs"),
+            url,
+            str(args.pairs),
+            str(args.rate),
+            str(args.duration),
+            json.dumps(CANDIDATE),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=NODE_DIR,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )
+    assert generator.stdin is not None
+    assert generator.stdout is not None
+    try:
+        if generator.stdout.readline().strip() != "ready":
+            raise SystemExit("the node generator did not get ready")
+        time.sleep(1.0)  # the joins settle
+        cpu_before = proc.cpu() if proc else None
+        wall_before = time.perf_counter()
+        generator.stdin.write("go\n")
+        generator.stdin.flush()
+        line = generator.stdout.readline()
+        wall = time.perf_counter() - wall_before
+        outcome = json.loads(line)
+    finally:
+        generator.kill()
+        generator.wait()
+    result: dict[str, Any] = {
+        "scenario": "steady",
+        "commit": commit(),
+        "server": args.server if args.url is None else args.url,
+        "client": "node",
+        "connections": 2 * args.pairs,
+        "target_rate": args.rate,
+        "duration_s": args.duration,
+        "sent": outcome["sent"],
+        "delivered": outcome["received"],
+        "errors": outcome["errors"],
+        "delivered_msgs_per_s": round(outcome["received"] / args.duration),
+        "p50_ms": round(outcome["p50_ms"], 2),
+        "p99_ms": round(outcome["p99_ms"], 2),
+        "max_ms": round(outcome["max_ms"], 2),
+        "generator_cpu_percent": round(outcome["generator_cpu_percent"], 1),
+    }
+    if proc and cpu_before is not None:
+        cpu = proc.cpu() - cpu_before
+        result["server_cpu_percent"] = round(100 * cpu / wall, 1)
+        result["server_us_per_msg"] = round(1e6 * cpu / max(1, outcome["received"]), 1)
+        result["server_rss_mib"] = round(proc.rss() / 2**20, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -610,9 +686,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--client",
-        choices=["trio-websocket", "raw"],
+        choices=["trio-websocket", "raw", "node"],
         default="trio-websocket",
-        help="raw: a minimal client that costs the generator less per message",
+        help="raw: a minimal client that costs the generator less per message; "
+        "node (steady only): Node's ws package, one frame per write, many connections",
     )
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument(
