@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -95,6 +95,7 @@ class Connection:
     """A client connection; it is the `signaling.core.Member` the registry holds."""
 
     __slots__ = (
+        "_direct",
         "_scope",
         "bucket",
         "close_code",
@@ -126,6 +127,8 @@ class Connection:
         settings = hub.settings
         self.outbox = Outbox(max_frames=settings.outbox_frames, max_bytes=settings.outbox_bytes)
         transport.outbox = self.outbox
+        self._direct = getattr(transport, "send_now", None) is not None
+        """The transport can write from the routing task (`deliver`)."""
         self.peer: Peer | None = None
         self.identity: Identity | None = None
         self.bucket: TokenBucket | None = None
@@ -150,11 +153,28 @@ class Connection:
     # --- delivery (called from any connection's reader task) -----------------
 
     def deliver(self, frame: ServerFrame) -> None:
-        """Queue ``frame`` for the client; a client that does not read is closed."""
+        """Send or queue ``frame`` for the client; a client that does not read is closed.
+
+        With nothing queued, a transport that can (`LeanTransport.send_now`)
+        writes it at once from the calling task; what the socket does not take
+        waits at the head of the queue for the writer. Not while the routing
+        task works through a burst (`Hub.corked`): then the writer coalesces.
+        """
         if self.close_code is not None:
             return
         self._count(frame)
-        if not self.outbox.put(self.codec.encode(frame)):
+        message = self.codec.encode(frame)
+        outbox = self.outbox
+        if self._direct and not self.hub.corked and not len(outbox) and not outbox.pending_control:
+            transport: Any = self.transport
+            if transport.direct:
+                rest = transport.send_now(message)
+                if rest is None:
+                    self.hub.stats.observe_latency(0.0, 1)
+                    return
+                outbox.put_control(rest)  # framed already, and first in line
+                return
+        if not outbox.put(message):
             self._overflow()
 
     def _overflow(self) -> None:
@@ -258,8 +278,12 @@ class Connection:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
             frames_in = self.hub.stats.frames_in
+            hub = self.hub
             while batch is not None and self.close_code is None:
                 now = trio.current_time()
+                # Several messages in one read: let their relays queue, so each
+                # receiver's writer sends them in one write (see `deliver`).
+                hub.corked = len(batch) > 1
                 for is_text, payload in batch:
                     frame, error = self._decode(is_text, payload)
                     if self.close_code is not None:
@@ -287,6 +311,7 @@ class Connection:
                         self._leave(frame.session_id, frame)
                     else:
                         self.peer.handle(frame)
+                hub.corked = False
                 batch = await transport.receive()
             if transport.peer_close is not None:
                 self.close(transport.peer_close[0], "")

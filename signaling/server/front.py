@@ -39,6 +39,7 @@ from .websocket import (
 )
 
 if TYPE_CHECKING:
+    import socket
     import ssl
 
     from hypercorn.config import Config
@@ -61,18 +62,39 @@ SOCKETIO_PATH = "/socket.io/"
 
 
 class LeanTransport:
-    """`signaling.server.connection.Transport` over a raw trio stream."""
+    """`signaling.server.connection.Transport` over a raw trio stream.
+
+    On a plain TCP connection it talks to the socket itself, because on the
+    realistic load (thousands of connections, each sending a frame now and
+    then) trio's stream machinery, not our code, is where a relayed message's
+    CPU goes (bench/RESULTS.md, the profile at 2ced57c): every
+    ``receive_some`` and ``send_all`` costs two checkpoints, a conflict
+    detector and an error-translating context manager around one syscall.
+
+    - Reads wait with `trio.lowlevel.wait_readable` (a checkpoint, so a busy
+      client cannot starve the others) and then call the socket's own
+      non-blocking ``recv``: one syscall per arrival, nothing around it.
+    - Writes: `send_now` writes a message straight from the task that routed
+      it (another connection's reader) when nothing is queued or being
+      written here; the writer task is only woken for what the socket did not
+      take (``EAGAIN`` or a partial write), so the common relay costs one
+      ``send`` and no task switch.
+
+    Over TLS or with permessage-deflate it goes through the stream as before.
+    """
 
     __slots__ = (
         "_deflate",
         "_opcode",
         "_parser",
         "_pending",
+        "_sock",
         "closed",
         "last_activity",
         "outbox",
         "peer_close",
         "stream",
+        "writing",
     )
 
     def __init__(
@@ -95,6 +117,14 @@ class LeanTransport:
         """Set by the connection: where pongs and pings are queued."""
         self.closed: trio.Event | None = None
         """Set on `aclose`, for a handler that must outlive its hand-over (Engine.IO)."""
+        self.writing = False
+        """The writer task is in the middle of a write: `send_now` must not cut in."""
+        # the stdlib socket under a plain trio SocketStream (trio keeps it in _sock)
+        self._sock: socket.socket | None = (
+            getattr(stream.socket, "_sock", None)
+            if type(stream) is trio.SocketStream and deflate is None
+            else None
+        )
 
     def ping(self) -> None:
         """Queue a ping; the client's pong refreshes `last_activity`."""
@@ -110,7 +140,17 @@ class LeanTransport:
             if self._pending:
                 data, self._pending = self._pending, b""
             else:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                sock = self._sock
+                if sock is not None:
+                    await trio.lowlevel.wait_readable(sock)
+                    try:
+                        data = sock.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        continue  # woken without data after all
+                    except OSError as exc:
+                        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                else:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
                 if not data:
                     return None
                 self.last_activity = trio.current_time()
@@ -129,12 +169,40 @@ class LeanTransport:
             if messages:
                 return messages
 
+    def send_now(self, message: bytes) -> bytes | None:
+        """Write ``message`` at once if the socket takes it all: None. Otherwise the
+        framed bytes it did not take, which the caller queues ahead of anything else.
+
+        Only when nothing is queued or being written (the caller checks the
+        outbox; `writing` covers the writer), so frames never interleave.
+        """
+        data = frame(self._opcode, message)
+        sock = self._sock
+        if sock is None or self.writing:
+            return data
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            return data
+        except OSError:
+            return data  # the writer meets the error and ends the connection
+        return data[sent:] if sent < len(data) else None
+
+    @property
+    def direct(self) -> bool:
+        """`send_now` can write (a plain socket, no writer mid-write)."""
+        return self._sock is not None and not self.writing
+
     async def send(self, messages: list[bytes], control: list[bytes]) -> None:
         """Frame everything and write it in one ``send_all``."""
         pieces = encode_frames(self._opcode, messages, self._deflate)
         if control:
             pieces[:0] = control
-        await self.stream.send_all(b"".join(pieces))
+        self.writing = True
+        try:
+            await self.stream.send_all(b"".join(pieces))
+        finally:
+            self.writing = False
 
     async def send_close(self, code: int, reason: str) -> None:
         """Send our close frame (RFC 6455 echoes 1005 as 1000)."""

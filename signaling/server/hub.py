@@ -68,6 +68,9 @@ class Hub:
 
             self.cluster = Cluster(self, settings.redis_url)
         self.by_user: Counter[str] = Counter()
+        self.corked = False
+        """A reader is routing several messages from one read: relays queue for their
+        writers to coalesce instead of going out one write each."""
         self.draining = False
         self._all_closed = trio.Event()
 
