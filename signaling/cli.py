@@ -37,7 +37,7 @@ def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     from .server.config import ConfigError, load_settings
     from .server.logs import configure_logging
-    from .server.serve import serve
+    from .server.serve import serve, tune_gc
 
     try:
         settings = load_settings(vars(args), env_file=args.env_file)
@@ -81,6 +81,7 @@ def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
 
             await serve(settings, shutdown_trigger=shutdown_trigger, sock=sock)
 
+    tune_gc()
     try:
         trio.run(main)
     except ConfigError as exc:
