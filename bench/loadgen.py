@@ -484,6 +484,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             extra += ["--max-connections-per-ip", "0"]
             if args.scenario in {"steady", "saturate"}:
                 extra += ["--rate-limit", "0"]  # these measure relaying, not the limiter
+        if args.cross_node:
+            return run_cross_node(args, extra, server_cpus, client_cpus)
         server = start_server(args.server, port, server_cpus, extra)
         url = f"ws://127.0.0.1:{port}/ws"
     proc = ServerTree(server.pid) if server else None
@@ -492,7 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.client == "node":
             if args.scenario != "steady":
                 raise SystemExit("--client node runs the steady scenario only")
-            return run_node_steady(args, url, proc, client_cpus)
+            return run_node_steady(args, url, [proc] if proc else [], client_cpus)
         units = {
             "steady": args.pairs,
             "saturate": args.pairs,
@@ -602,14 +604,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 NODE_DIR = ROOT / "bench" / "node"
 
 
+def run_cross_node(
+    args: argparse.Namespace, extra: list[str], server_cpus: list[int], client_cpus: list[int]
+) -> dict[str, Any]:
+    """``steady --client node --cross-node``: two nodes sharing a Redis of their own,
+    every pair split across them, so every relay goes through Redis. The
+    nodes' CPU (both, summed) per delivered message is the figure; Redis's
+    own CPU is reported beside it."""
+    if args.client != "node" or args.scenario != "steady":
+        raise SystemExit("--cross-node runs steady with --client node")
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
+    )
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = [free_port(), free_port()]
+        redis_url = ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"]
+        for port in ports:
+            nodes.append(start_server("signaling", port, server_cpus, extra + redis_url))
+        url = ",".join(f"ws://127.0.0.1:{port}/ws" for port in ports)
+        redis_tree = ServerTree(redis.pid)
+        redis_before = redis_tree.cpu()
+        result = run_node_steady(args, url, [ServerTree(n.pid) for n in nodes], client_cpus)
+        result["redis_cpu_s"] = round(redis_tree.cpu() - redis_before, 2)
+        result["server"] = "two nodes + redis"
+        return result
+    finally:
+        for process in [*nodes, redis]:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def run_node_steady(
-    args: argparse.Namespace, url: str, proc: ServerTree | None, cpus: list[int]
+    args: argparse.Namespace, url: str, procs: list[ServerTree], cpus: list[int]
 ) -> dict[str, Any]:
     """``steady`` driven by bench/node/steady.mjs: the many-connections shape.
 
     Reports what issue 13 measures: µs of server CPU per delivered message and
     the generator's own CPU (over 90% means the generator, not the server, is
-    the limit)."""
+    the limit). ``url`` may name two nodes (comma-separated): each pair's
+    second connection goes to the second."""
     if not (NODE_DIR / "node_modules" / "ws").exists():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True
@@ -636,7 +676,7 @@ def run_node_steady(
         if generator.stdout.readline().strip() != "ready":
             raise SystemExit("the node generator did not get ready")
         time.sleep(1.0)  # the joins settle
-        cpu_before = proc.cpu() if proc else None
+        cpu_before = sum(p.cpu() for p in procs) if procs else None
         wall_before = time.perf_counter()
         generator.stdin.write("go\n")
         generator.stdin.flush()
@@ -663,11 +703,11 @@ def run_node_steady(
         "max_ms": round(outcome["max_ms"], 2),
         "generator_cpu_percent": round(outcome["generator_cpu_percent"], 1),
     }
-    if proc and cpu_before is not None:
-        cpu = proc.cpu() - cpu_before
+    if procs and cpu_before is not None:
+        cpu = sum(p.cpu() for p in procs) - cpu_before
         result["server_cpu_percent"] = round(100 * cpu / wall, 1)
         result["server_us_per_msg"] = round(1e6 * cpu / max(1, outcome["received"]), 1)
-        result["server_rss_mib"] = round(proc.rss() / 2**20, 1)
+        result["server_rss_mib"] = round(sum(p.rss() for p in procs) / 2**20, 1)
     return result
 
 
@@ -704,6 +744,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument(
         "--server-arg", action="append", default=[], help="extra flag for signaling serve"
+    )
+    parser.add_argument(
+        "--cross-node",
+        action="store_true",
+        help="steady --client node: two nodes and a Redis, every relay from one to the other",
     )
     parser.add_argument("--output", help="append the JSON line to this file too")
     args = parser.parse_args()

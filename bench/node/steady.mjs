@@ -3,7 +3,8 @@
 // connection sends an ice-candidate to its partner at its own paced moments (its
 // own phase, rate R/(2N)), each frame its own WebSocket message and its own write.
 //
-//   node steady.mjs <ws url> <pairs> <total rate/s> <duration s> <candidate json>
+//   node steady.mjs <ws url[,second node's url]> <pairs> <total rate/s> <duration s> <candidate json>
+// With two URLs, each pair's second connection goes to the second node.
 //
 // Prints "ready" once every connection has joined, waits for a line on stdin,
 // runs for the duration (then up to 5 s for frames in flight), and prints one
@@ -14,7 +15,8 @@
 import { WebSocket } from "ws";
 import readline from "node:readline";
 
-const [url, pairsArg, rateArg, durationArg, candidateArg] = process.argv.slice(2);
+const [urlsArg, pairsArg, rateArg, durationArg, candidateArg] = process.argv.slice(2);
+const urls = urlsArg.split(",");
 const pairs = Number(pairsArg);
 const rate = Number(rateArg);
 const duration = Number(durationArg) * 1000;
@@ -26,7 +28,7 @@ let received = 0;
 let errors = 0;
 let measuring = false;
 
-function open(userId, sessionId) {
+function open(userId, sessionId, url) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, "signaling.v1.json", { perMessageDeflate: false });
     ws.on("error", reject);
@@ -51,7 +53,10 @@ for (let start = 0; start < pairs; start += 100) {
   const batch = [];
   for (let i = start; i < Math.min(pairs, start + 100); i += 1) {
     batch.push(
-      Promise.all([open(`p${i}a`, `s${i}`), open(`p${i}b`, `s${i}`)]).then(([a, b]) => {
+      Promise.all([
+        open(`p${i}a`, `s${i}`, urls[0]),
+        open(`p${i}b`, `s${i}`, urls[urls.length - 1]),
+      ]).then(([a, b]) => {
         connections.push({ ws: a, to: `p${i}b`, session: `s${i}` });
         connections.push({ ws: b, to: `p${i}a`, session: `s${i}` });
       }),
