@@ -36,7 +36,7 @@ from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from ..errors import SignalingError
 from ..frames import USER_ID_MAX_LENGTH
 from .config import Settings, load_settings
-from .handshake import Refusal, client_ip, negotiate, origin_allowed
+from .handshake import Refusal, client_ip, negotiate, origin_allowed, origin_refusal
 from .hub import Hub
 from .metrics import MetricsCollector
 from .socketio import PollingChannel, SocketIOTransport
@@ -268,13 +268,16 @@ def create_app(
                 400, "bad-request", "Engine.IO 4 (socket.io-client 3 or 4) over polling expected"
             )
         sid = request.args.get("sid")
-        # the Origin rule holds for every request of a session, not only its first
-        origin = request.headers.get("Origin")
-        if not origin_allowed(
-            origin, settings.allowed_origins, allow_missing=settings.allow_no_origin
-        ):
-            hub.stats.upgrades_refused["origin-not-allowed"] += 1
-            return _json_error(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+        if sid is not None:
+            # the Origin rule holds for every request of a session (the first: negotiate)
+            denied = origin_refusal(
+                request.headers.get("Origin"),
+                settings.allowed_origins,
+                allow_missing_origin=settings.allow_no_origin,
+            )
+            if denied is not None:
+                hub.stats.upgrades_refused[denied.error] += 1
+                return _json_error(denied.status, denied.error, denied.message)
         if sid is None:
             if request.method != "GET":
                 return _json_error(400, "bad-request", "a new Engine.IO session starts with GET")

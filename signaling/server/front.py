@@ -19,7 +19,7 @@ import trio
 from hypercorn.trio.tcp_server import TCPServer
 
 from .handoff import hand_off
-from .handshake import Refusal, client_ip, negotiate, origin_allowed
+from .handshake import Refusal, client_ip, negotiate, origin_refusal
 from .http1 import HeadError, Request, find_head_end, parse_head
 from .socketio import PollingChannel, SocketIOTransport
 from .websocket import (
@@ -347,11 +347,11 @@ class FrontDoor:
             except HeadError as exc:
                 await self._refuse(stream, exc.status, exc.error, exc.message)
                 return
+            if await self._hand_off(request, stream, socket_stream, head + rest, handed):
+                return
             if request.wants_upgrade or "upgrade" in request.tokens("connection"):
                 # Every upgrade is decided here, whatever its path: hypercorn never
                 # sees one (it would speak WebSocket or h2c on its own terms).
-                if await self._hand_off(request, stream, socket_stream, head + rest, handed):
-                    return
                 connection = await self._upgrade(request, stream, socket_stream, rest)
                 if connection is not None:
                     # The head, its fields and the frames that parsed them would live
@@ -359,8 +359,6 @@ class FrontDoor:
                     # (about 2 KiB of every idle connection).
                     del request, head, rest, prefix
                     await connection.run()
-                return
-            if await self._hand_off(request, stream, socket_stream, head + rest, handed):
                 return
             replay = (
                 _TlsReplay(stream, head + rest)
@@ -400,12 +398,16 @@ class FrontDoor:
                 return None, b""
             buffer += data
 
-    async def _refuse(self, stream: trio.abc.Stream, status: int, error: str, message: str) -> None:
-        """Answer with a JSON error and close the connection."""
+    async def _refuse(
+        self, stream: trio.abc.Stream, status: int, error: str, message: str, headers: str = ""
+    ) -> None:
+        """Answer with a JSON error (``headers``: extra header lines) and close."""
         self.hub.stats.upgrades_refused[error] += 1
         with trio.move_on_after(HEAD_TIMEOUT):
             await stream.send_all(
-                _http_response(status, _REASONS[status], {"error": error, "message": message})
+                _http_response(
+                    status, _REASONS[status], {"error": error, "message": message}, headers
+                )
             )
         await stream.aclose()
 
@@ -483,12 +485,11 @@ class FrontDoor:
         """
         settings = self.hub.settings
         channel = self.hub.polling.get(sid)
-        origin = headers.get("origin", [None])[0]
-        refusal = _check_upgrade(headers)
-        if refusal is None and not origin_allowed(
-            origin, settings.allowed_origins, allow_missing=settings.allow_no_origin
-        ):
-            refusal = Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+        refusal = _check_upgrade(headers) or origin_refusal(
+            headers.get("origin", [None])[0],
+            settings.allowed_origins,
+            allow_missing_origin=settings.allow_no_origin,
+        )
         if refusal is None and (channel is None or channel.owner is None or channel.closed):
             refusal = Refusal(400, "session-unknown", "unknown Engine.IO session id")
         if refusal is None and channel is not None and channel.upgrading:
@@ -575,18 +576,11 @@ class FrontDoor:
             allow_missing_origin=settings.allow_no_origin,
         )
         if isinstance(negotiated, Refusal):
-            self.hub.stats.upgrades_refused[negotiated.error] += 1
             extra = "Sec-WebSocket-Version: 13\r\n" if negotiated.status == 426 else ""
             log.info("refused upgrade from %s: %s", ip, negotiated.message)
-            await stream.send_all(
-                _http_response(
-                    negotiated.status,
-                    _REASONS[negotiated.status],
-                    {"error": negotiated.error, "message": negotiated.message},
-                    extra,
-                )
+            await self._refuse(
+                stream, negotiated.status, negotiated.error, negotiated.message, extra
             )
-            await stream.aclose()
             return None
         codec, subprotocol = negotiated
         key = headers["sec-websocket-key"][0]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..codec import Codec
     from ..frames import ClientFrame
 
-__all__ = ["Refusal", "cap_key", "client_ip", "negotiate", "origin_allowed"]
+__all__ = ["Refusal", "cap_key", "client_ip", "negotiate", "origin_allowed", "origin_refusal"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,18 @@ def origin_allowed(
     return origin in allowed
 
 
+def origin_refusal(
+    origin: str | None, allowed_origins: tuple[str, ...], *, allow_missing_origin: bool
+) -> Refusal | None:
+    """The 403 for an ``Origin`` that `origin_allowed` refuses, or None: the one rule
+    for every request that opens or continues a session (upgrades and polling)."""
+    if origin_allowed(origin, allowed_origins, allow_missing=allow_missing_origin):
+        return None
+    if not origin:
+        return Refusal(403, "origin-not-allowed", "a request without Origin is not allowed")
+    return Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+
+
 def negotiate(
     offered: Iterable[str],
     origin: str | None,
@@ -106,10 +118,9 @@ def negotiate(
     allow_missing_origin: bool = True,
 ) -> tuple[Codec[ClientFrame], str | None] | Refusal:
     """The codec and the subprotocol to echo (None: the client offered none)."""
-    if not origin_allowed(origin, allowed_origins, allow_missing=allow_missing_origin):
-        if not origin:
-            return Refusal(403, "origin-not-allowed", "a request without Origin is not allowed")
-        return Refusal(403, "origin-not-allowed", f"origin {origin!r} is not allowed")
+    refusal = origin_refusal(origin, allowed_origins, allow_missing_origin=allow_missing_origin)
+    if refusal is not None:
+        return refusal
     protocols = [p.strip() for header in offered for p in header.split(",") if p.strip()]
     if not protocols:
         return CLIENT_CODECS[JSON_SUBPROTOCOL], None
