@@ -482,8 +482,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.server == "signaling":
             # every generated client comes from 127.0.0.1
             extra += ["--max-connections-per-ip", "0"]
-            if args.scenario in {"steady", "saturate"}:
-                extra += ["--rate-limit", "0"]  # these measure relaying, not the limiter
+            if args.scenario == "saturate":
+                extra += ["--rate-limit", "0"]  # it floods by design: it measures relaying
+            if args.scenario == "steady":
+                # issue 13's conditions: every feature on, default rate limits, logs at INFO
+                extra += ["--log-level", "info"]
         if args.cross_node:
             return run_cross_node(args, extra, server_cpus, client_cpus)
         server = start_server(args.server, port, server_cpus, extra)

@@ -9,7 +9,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from signaling.codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from signaling.frames import UserJoined
 from signaling.server import Hub
-from signaling.server.front import LeanTransport
+from signaling.server.transports.ws import LeanTransport
 
 from .conftest import TEST_SETTINGS
 

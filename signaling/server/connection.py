@@ -277,41 +277,17 @@ class Connection:
                 elif self.close_code is None:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
-            frames_in = self.hub.stats.frames_in
-            hub = self.hub
+            if hasattr(transport, "inline"):
+                # from now on the transport may apply frames as they arrive,
+                # without waking this task (`signaling.server.transports.ws`)
+                transport.inline = self._consume
             while batch is not None and self.close_code is None:
-                now = trio.current_time()
-                # Several messages in one read: let their relays queue, so each
-                # receiver's writer sends them in one write (see `deliver`).
-                hub.corked = len(batch) > 1
-                for is_text, payload in batch:
-                    frame, error = self._decode(is_text, payload)
-                    if self.close_code is not None:
-                        return
-                    # every message takes a token, a bad one too: a flood of
-                    # invalid frames is a flood, and each gets its answer
-                    if self.bucket is not None:
-                        wait = self.bucket.take(now)
-                        if wait:
-                            reply_to = frame.id if frame is not None else error.reply_to  # type: ignore[union-attr]
-                            self._refuse(reply_to, wait, now)
-                            if self.close_code is not None:
-                                return
-                            continue
-                    if frame is None:
-                        assert error is not None
-                        self._deliver_now(error)
-                        continue
-                    frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
-                    if type(frame) is JoinSession:
-                        await self._join(frame)
-                    elif type(frame) is Auth:
-                        await self._reauth(frame)
-                    elif type(frame) is LeaveSession and frame.session_id in self.peer.sessions:
-                        self._leave(frame.session_id, frame)
-                    else:
-                        self.peer.handle(frame)
-                hub.corked = False
+                batch = self._consume(batch)
+                if batch:
+                    # its first frame needs an await (join, re-auth)
+                    await self._apply_awaiting(*batch[0])
+                    batch = batch[1:]
+                    continue
                 batch = await transport.receive()
             if transport.peer_close is not None:
                 self.close(transport.peer_close[0], "")
@@ -325,6 +301,74 @@ class Connection:
         except Exception:
             log.exception("internal error; closing", extra=self.log_ids())
             self.close(CloseCode.INTERNAL, "internal error")
+
+    def _consume(self, batch: list[tuple[bool, bytes | str]]) -> list[tuple[bool, bytes | str]]:
+        """Apply the frames of ``batch`` that need no await; return the rest from the
+        first that does (a join, a re-auth), or all of it while closing.
+
+        Runs in the reader task or, for a transport that reads inline, in the
+        task that read the socket: nothing here awaits.
+        """
+        if self.close_code is not None:
+            return batch
+        hub = self.hub
+        peer = self.peer
+        assert peer is not None
+        frames_in = hub.stats.frames_in
+        now = trio.current_time()
+        # Several messages in one read: let their relays queue, so each
+        # receiver's writer sends them in one write (see `deliver`).
+        hub.corked = len(batch) > 1
+        try:
+            for index, (is_text, payload) in enumerate(batch):
+                frame, error = self._decode(is_text, payload)
+                if self.close_code is not None:
+                    return []
+                kind = type(frame)
+                if kind is JoinSession or kind is Auth:
+                    return batch[index:]  # its token is taken where it is applied
+                if not self._admit(frame, error, now):
+                    if self.close_code is not None:
+                        return []
+                    continue
+                assert frame is not None
+                frames_in[frame.__struct_config__.tag] += 1  # type: ignore[index]
+                if kind is LeaveSession and frame.session_id in peer.sessions:  # type: ignore[union-attr]
+                    self._leave(frame.session_id, frame)  # type: ignore[union-attr,arg-type]
+                else:
+                    peer.handle(frame)
+        finally:
+            hub.corked = False
+        return []
+
+    async def _apply_awaiting(self, is_text: bool, payload: bytes | str) -> None:
+        """Apply one frame that needs an await: ``join-session`` or a re-``auth``."""
+        frame, error = self._decode(is_text, payload)
+        if self.close_code is not None or not self._admit(frame, error, trio.current_time()):
+            return
+        self.hub.stats.frames_in[frame.__struct_config__.tag] += 1  # type: ignore[union-attr,index]
+        if type(frame) is JoinSession:
+            await self._join(frame)
+        elif type(frame) is Auth:
+            await self._reauth(frame)
+
+    def _admit(self, frame: ClientFrame | None, error: Error | None, now: float) -> bool:
+        """Take the frame's rate token and answer a refused or invalid frame: False then.
+
+        Every message takes a token, a bad one too: a flood of invalid frames
+        is a flood, and each gets its answer.
+        """
+        if self.bucket is not None:
+            wait = self.bucket.take(now)
+            if wait:
+                reply_to = frame.id if frame is not None else error.reply_to  # type: ignore[union-attr]
+                self._refuse(reply_to, wait, now)
+                return False
+        if frame is None:
+            if error is not None:
+                self._deliver_now(error)
+            return False
+        return True
 
     async def _drain(self) -> None:
         """After our close frame: read until the client's close frame or EOF."""

@@ -1,8 +1,8 @@
 """The front door of the one public port.
 
 It reads the HTTP request head of each new TCP connection. A WebSocket
-upgrade to ``/ws`` is answered here and served by the lean transport below
-(`signaling.server.websocket`); everything else is handed, bytes already read
+upgrade to ``/ws`` is answered here and served by the lean transport
+(`signaling.server.transports.ws`); everything else is handed, bytes already read
 included, to hypercorn, which serves the Quart routes.
 """
 
@@ -22,24 +22,17 @@ from .handoff import hand_off
 from .handshake import Refusal, client_ip, negotiate, origin_refusal
 from .http1 import HeadError, Request, find_head_end, parse_head
 from .socketio import PollingChannel, SocketIOTransport
+from .transports.ws import RECEIVE_SIZE, LeanTransport
 from .websocket import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
     OP_TEXT,
     Deflate,
-    FrameParser,
     ProtocolError,
     accept_key,
     close_frame,
-    encode_frames,
     frame,
-    parse_close,
 )
 
 if TYPE_CHECKING:
-    import socket
     import ssl
 
     from hypercorn.config import Config
@@ -49,172 +42,14 @@ if TYPE_CHECKING:
     from .connection import Connection, Transport
     from .handoff import Workers
     from .hub import Hub
-    from .outbox import Outbox
 
-__all__ = ["FrontDoor", "LeanTransport"]
+__all__ = ["FrontDoor"]
 
 log = logging.getLogger("signaling.front")
 
-RECEIVE_SIZE = 65536
 HEAD_TIMEOUT = 10.0
 WS_PATH = "/ws"
 SOCKETIO_PATH = "/socket.io/"
-
-
-class LeanTransport:
-    """`signaling.server.connection.Transport` over a raw trio stream.
-
-    On a plain TCP connection it talks to the socket itself, because on the
-    realistic load (thousands of connections, each sending a frame now and
-    then) trio's stream machinery, not our code, is where a relayed message's
-    CPU goes (bench/RESULTS.md, the profile at 2ced57c): every
-    ``receive_some`` and ``send_all`` costs two checkpoints, a conflict
-    detector and an error-translating context manager around one syscall.
-
-    - Reads wait with `trio.lowlevel.wait_readable` (a checkpoint, so a busy
-      client cannot starve the others) and then call the socket's own
-      non-blocking ``recv``: one syscall per arrival, nothing around it.
-    - Writes: `send_now` writes a message straight from the task that routed
-      it (another connection's reader) when nothing is queued or being
-      written here; the writer task is only woken for what the socket did not
-      take (``EAGAIN`` or a partial write), so the common relay costs one
-      ``send`` and no task switch.
-
-    Over TLS or with permessage-deflate it goes through the stream as before.
-    """
-
-    __slots__ = (
-        "_deflate",
-        "_opcode",
-        "_parser",
-        "_pending",
-        "_sock",
-        "closed",
-        "last_activity",
-        "outbox",
-        "peer_close",
-        "stream",
-        "writing",
-    )
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        *,
-        text: bool,
-        max_message: int,
-        pending: bytes,
-        deflate: Deflate | None = None,
-    ) -> None:
-        self.stream = stream
-        self._opcode = OP_TEXT if text else OP_BINARY
-        self._parser = FrameParser(max_message, deflate=deflate is not None)
-        self._deflate = deflate
-        self._pending = pending
-        self.peer_close: tuple[int, str] | None = None
-        self.last_activity = trio.current_time()
-        self.outbox: Outbox | None = None
-        """Set by the connection: where pongs and pings are queued."""
-        self.closed: trio.Event | None = None
-        """Set on `aclose`, for a handler that must outlive its hand-over (Engine.IO)."""
-        self.writing = False
-        """The writer task is in the middle of a write: `send_now` must not cut in."""
-        # the stdlib socket under a plain trio SocketStream (trio keeps it in _sock)
-        self._sock: socket.socket | None = (
-            getattr(stream.socket, "_sock", None)
-            if type(stream) is trio.SocketStream and deflate is None
-            else None
-        )
-
-    def ping(self) -> None:
-        """Queue a ping; the client's pong refreshes `last_activity`."""
-        if self.outbox is not None:
-            self.outbox.put_control(frame(OP_PING, b""))
-
-    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
-        """The next complete messages; None after the client's close frame or EOF."""
-        if self.peer_close is not None:
-            return None
-        while True:
-            data: bytes | bytearray
-            if self._pending:
-                data, self._pending = self._pending, b""
-            else:
-                sock = self._sock
-                if sock is not None:
-                    await trio.lowlevel.wait_readable(sock)
-                    try:
-                        data = sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        continue  # woken without data after all
-                    except OSError as exc:
-                        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-                else:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    return None
-                self.last_activity = trio.current_time()
-            messages: list[tuple[bool, bytes | str]] = []
-            for opcode, payload in self._parser.feed(data):
-                if opcode == OP_TEXT:
-                    messages.append((True, payload))
-                elif opcode == OP_BINARY:
-                    messages.append((False, payload))
-                elif opcode == OP_PING:
-                    if self.outbox is not None:
-                        self.outbox.put_pong(frame(OP_PONG, payload))  # type: ignore[arg-type]
-                elif opcode == OP_CLOSE:
-                    self.peer_close = parse_close(payload)  # type: ignore[arg-type]
-                    return messages or None
-            if messages:
-                return messages
-
-    def send_now(self, message: bytes) -> bytes | None:
-        """Write ``message`` at once if the socket takes it all: None. Otherwise the
-        framed bytes it did not take, which the caller queues ahead of anything else.
-
-        Only when nothing is queued or being written (the caller checks the
-        outbox; `writing` covers the writer), so frames never interleave.
-        """
-        data = frame(self._opcode, message)
-        sock = self._sock
-        if sock is None or self.writing:
-            return data
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            return data
-        except OSError:
-            return data  # the writer meets the error and ends the connection
-        return data[sent:] if sent < len(data) else None
-
-    @property
-    def direct(self) -> bool:
-        """`send_now` can write (a plain socket, no writer mid-write)."""
-        return self._sock is not None and not self.writing
-
-    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
-        """Frame everything and write it in one ``send_all``."""
-        pieces = encode_frames(self._opcode, messages, self._deflate)
-        if control:
-            pieces[:0] = control
-        self.writing = True
-        try:
-            await self.stream.send_all(b"".join(pieces))
-        finally:
-            self.writing = False
-
-    async def send_close(self, code: int, reason: str) -> None:
-        """Send our close frame (RFC 6455 echoes 1005 as 1000)."""
-        await self.stream.send_all(close_frame(1000 if code == 1005 else code, reason))
-
-    async def aclose(self) -> None:
-        """Close the TCP connection."""
-        try:
-            await self.stream.aclose()
-        finally:
-            if self.closed is not None:
-                self.closed.set()
 
 
 class _Replay(trio.abc.Stream):

@@ -32,8 +32,8 @@ import trio
 from .websocket import OP_TEXT, ProtocolError, frame
 
 if TYPE_CHECKING:
-    from .front import LeanTransport
     from .outbox import Outbox
+    from .transports.ws import LeanTransport
 
 __all__ = ["PollingChannel", "SocketIOTransport"]
 
