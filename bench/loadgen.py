@@ -390,10 +390,21 @@ def free_port() -> int:
         return port
 
 
+def ensure_node_modules() -> None:
+    """``npm ci`` of bench/node (the ws package) on first use."""
+    if not (NODE_DIR / "node_modules" / "ws").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True
+        )
+
+
 def start_server(
     kind: str, port: int, cpus: list[int], extra: list[str]
 ) -> subprocess.Popen[bytes]:
-    if kind == "hypercorn":
+    if kind == "node-relay":
+        ensure_node_modules()
+        command = ["node", str(NODE_DIR / "relay.mjs"), str(port)]
+    elif kind == "hypercorn":
         command = [
             sys.executable,
             "-m",
@@ -653,10 +664,7 @@ def run_node_steady(
     the generator's own CPU (over 90% means the generator, not the server, is
     the limit). ``url`` may name two nodes (comma-separated): each pair's
     second connection goes to the second."""
-    if not (NODE_DIR / "node_modules" / "ws").exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True
-        )
+    ensure_node_modules()
     generator = subprocess.Popen(
         [
             "node",
@@ -723,9 +731,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument(
         "--server",
-        choices=["signaling", "hypercorn"],
+        choices=["signaling", "hypercorn", "node-relay"],
         default="signaling",
-        help="hypercorn: the ASGI app factory under plain hypercorn (its own /ws path)",
+        help="hypercorn: the ASGI app factory under plain hypercorn (its own /ws path); "
+        "node-relay: bench/node/relay.mjs, a plain Node ws relay (steady --client node "
+        "only), the floor to compare with",
     )
     parser.add_argument(
         "--client",

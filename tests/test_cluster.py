@@ -231,3 +231,38 @@ async def test_redis_restart_degrades_then_recovers(
 
 def _sdp() -> dict[str, object]:
     return {"sdp": CALL["offer"]}
+
+
+async def test_a_redis_that_stops_answering_is_noticed_and_survived(
+    nursery: trio.Nursery, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SIGSTOP: the TCP connections stay open, nothing answers (no FIN to notice)
+    settings = TEST_SETTINGS.replace(redis_url=redis_server.url, node_ttl=0.6)
+    url_a, hub_a, stop_a = await start_node(nursery, settings)
+    url_b, hub_b, stop_b = await start_node(nursery, settings)
+    assert redis_server.process is not None
+    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
+        await alice.join("s")
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            await alice.send_offer("bob", "s", CALL["offer"])  # its PUBLISH never returns
+            with trio.fail_after(10):
+                while "no answer to PUBLISH" not in caplog.text or (
+                    "no answer to PING" not in caplog.text
+                ):
+                    await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert not hub_a.cluster.healthy  # type: ignore[union-attr]
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        with trio.fail_after(10):
+            while not (hub_a.cluster.healthy and hub_b.cluster.healthy):  # type: ignore[union-attr]
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        await alice.send_offer("bob", "s", CALL["offer"])
+        frame = await next_frame(bob)
+        while not isinstance(frame, RelayedOffer):  # the first offer may arrive late, too
+            frame = await next_frame(bob)
+        assert frame.from_ == "alice"
+    stop_a.set()
+    stop_b.set()
