@@ -214,3 +214,28 @@ async def test_the_heartbeat_still_sees_inline_reads(server: Server) -> None:
     after = {id(t): t.last_activity for t in transports(server)}
     assert sum(after[k] > before[k] for k in before) == 1
     assert transport._parked is not None
+
+
+async def test_after_round_hooks_run_after_the_frames_of_a_round(server: Server) -> None:
+    alice = await RawClient.open(server, "alice")
+    bob = await RawClient.open(server, "bob")
+    await settle()
+    seen: list[tuple[float, int]] = []
+    delivered = server.hub.stats.frames_out
+
+    def hook(now: float) -> None:
+        seen.append((now, delivered["ice-candidate"]))
+
+    reactor = Reactor.current()
+    reactor.after_round.append(hook)
+    try:
+        before = trio.current_time()
+        await alice.send(candidate("bob", n=1))
+        await bob.until(lambda f: f["type"] == "ice-candidate")
+        await settle()
+    finally:
+        reactor.after_round.remove(hook)
+    # called once the round had relayed the frame, with the time
+    assert seen
+    assert seen[0][0] >= before
+    assert seen[0][1] == 1

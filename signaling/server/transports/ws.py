@@ -88,6 +88,9 @@ class Reactor:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._watched: dict[int, LeanTransport] = {}
+        self.after_round: list[Callable[[float], None]] = []
+        """Called with the time after every round (the cluster's flusher uses it as
+        a clock that costs nothing while traffic flows; see `signaling.server.cluster`)."""
 
     @classmethod
     def current(cls) -> Reactor:
@@ -132,6 +135,13 @@ class Reactor:
                         # a bug, not a client: it must not end every other connection
                         log.exception("reading a connection failed; it is no longer watched")
                         self.unwatch(fd)
+                if self.after_round:
+                    now = trio.current_time()
+                    for hook in self.after_round:
+                        try:
+                            hook(now)
+                        except Exception:
+                            log.exception("an after-round hook failed")
         finally:
             epoll.close()
 
