@@ -26,9 +26,10 @@ replies = st.recursive(
         st.binary(max_size=300),
         st.integers(min_value=-(2**63), max_value=2**63 - 1),
         st.none(),
-        st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=40).map(
-            RedisReplyError
-        ),
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+            max_size=40,
+        ).map(RedisReplyError),
     ),
     lambda children: st.lists(children, max_size=5),
     max_leaves=20,
