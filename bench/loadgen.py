@@ -713,6 +713,7 @@ def run_node_steady(
         "p99_ms": round(outcome["p99_ms"], 2),
         "max_ms": round(outcome["max_ms"], 2),
         "generator_cpu_percent": round(outcome["generator_cpu_percent"], 1),
+        "stalls": outcome["stalls"],
     }
     if procs and cpu_before is not None:
         cpu = sum(p.cpu() for p in procs) - cpu_before

@@ -112,3 +112,59 @@ async def test_half_open_connection_is_closed_and_user_left_sent_once(
         assert [c.user_id for c in hub.connections] == ["alice"]
         assert heard == []
         nursery.cancel_scope.cancel()
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps of one task."""
+
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_the_heartbeat_checks_many_connections_in_slices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A heartbeat over 1,200 connections yields twice (every HEARTBEAT_SLICE) so
+    that relays are not held up for the whole loop."""
+    from signaling.server.hub import HEARTBEAT_SLICE
+
+    hub = Hub(SETTINGS)
+    steps = _Steps()
+    pinged_in_step: list[int] = []
+    all_pinged = trio.Event()
+
+    class Idle:
+        def __init__(self) -> None:
+            self.pinged_at = -1e9
+            self.transport = self
+            self.last_activity = trio.current_time()
+
+        def ping(self) -> None:
+            pinged_in_step.append(steps.steps)
+            if len(pinged_in_step) == 1200:
+                all_pinged.set()
+
+        def expire(self, wall: float) -> None:
+            pass
+
+    hub.connections.update(Idle() for _ in range(1200))  # type: ignore[misc]
+    trio.lowlevel.add_instrument(steps)
+    try:
+        async with trio.open_nursery() as nursery:
+            steps.task = await nursery.start(_heartbeat_task, hub)
+            with trio.fail_after(SETTINGS.ping_interval * 2):
+                await all_pinged.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert len(set(pinged_in_step)) == 1200 // HEARTBEAT_SLICE + 1
+
+
+async def _heartbeat_task(hub: Hub, task_status: trio.TaskStatus[trio.lowlevel.Task]) -> None:
+    task_status.started(trio.lowlevel.current_task())
+    await hub.serve_heartbeat()

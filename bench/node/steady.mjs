@@ -9,8 +9,8 @@
 // Prints "ready" once every connection has joined, waits for a line on stdin,
 // runs for the duration (then up to 5 s for frames in flight), and prints one
 // JSON line: sent, received, latency percentiles (from each frame's *scheduled*
-// send time, carried in data.t, which the server relays as sent), and this
-// process's own CPU time, so a saturated generator is never mistaken for a slow
+// send time, carried in data.t, which the server relays as sent), the worst
+// 100 ms windows (stalls), and this process's own CPU time, so a saturated generator is never mistaken for a slow
 // server. Every loop is bounded by the duration; traffic goes to the given URL only.
 import { WebSocket } from "ws";
 import readline from "node:readline";
@@ -27,6 +27,13 @@ let sent = 0;
 let received = 0;
 let errors = 0;
 let measuring = false;
+let started = 0;
+// The first second is sent and counted but its latencies are not: at "go" this
+// process's own send path is still being compiled, which delays the first
+// frames by tens of ms against any server (the plain Node relay too).
+const WARMUP_MS = 1000;
+const STALL_MS = 10; // a 100 ms window whose worst latency is over this is reported
+const windows = new Map(); // 100 ms window of the scheduled send time -> worst latency
 
 function open(userId, sessionId, url) {
   return new Promise((resolve, reject) => {
@@ -41,7 +48,12 @@ function open(userId, sessionId, url) {
       if (frame.type === "session-joined") resolve(ws);
       else if (frame.type === "ice-candidate") {
         received += 1;
-        if (measuring) latencies.push(performance.now() - frame.data.t);
+        if (measuring && frame.data.t >= started + WARMUP_MS) {
+          const latency = performance.now() - frame.data.t;
+          latencies.push(latency);
+          const window = Math.floor((frame.data.t - started) / 100);
+          if (!(windows.get(window) >= latency)) windows.set(window, latency);
+        }
       } else if (frame.type === "error") errors += 1;
     });
   });
@@ -68,7 +80,7 @@ process.stdout.write("ready\n");
 await new Promise((resolve) => readline.createInterface({ input: process.stdin }).once("line", resolve));
 
 const cpuBefore = process.cpuUsage();
-const started = performance.now();
+started = performance.now();
 const end = started + duration;
 const interval = 1000 / perConnection;
 measuring = true;
@@ -109,6 +121,14 @@ process.stdout.write(
     p99_ms: pick(0.99),
     max_ms: latencies.length ? latencies[latencies.length - 1] : null,
     generator_cpu_percent: (100 * (cpu.user + cpu.system)) / 1000 / wall,
+    // where the tail comes from: [seconds into the run, worst ms] of the slowest
+    // 100 ms windows over STALL_MS, in time order (at most 20)
+    stalls: [...windows]
+      .filter(([, worst]) => worst > STALL_MS)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 20)
+      .sort((a, b) => a[0] - b[0])
+      .map(([window, worst]) => [window / 10, Math.round(worst)]),
   }) + "\n",
 );
 for (const { ws } of connections) ws.terminate();

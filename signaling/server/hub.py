@@ -33,6 +33,10 @@ __all__ = ["Hub"]
 log = logging.getLogger("signaling.hub")
 
 
+HEARTBEAT_SLICE = 500
+"""Connections the heartbeat checks between two checkpoints (about a millisecond)."""
+
+
 class Hub:
     """Everything one server process shares between its connections."""
 
@@ -169,7 +173,10 @@ class Hub:
             await trio.sleep(tick)
             now = trio.current_time()
             wall = time.time()
-            for connection in list(self.connections):
+            for index, connection in enumerate(list(self.connections)):
+                if index and not index % HEARTBEAT_SLICE:
+                    # tens of thousands of connections: let relays through meanwhile
+                    await trio.lowlevel.checkpoint()
                 transport = connection.transport
                 idle = now - transport.last_activity
                 if idle >= limit:
