@@ -179,9 +179,11 @@ class Cluster:
         while True:
             link: RespLink | None = None
             try:
-                with trio.fail_after(idle):
+                with trio.move_on_after(idle) as slow:
                     link = await RespLink.open(self.url)
                     (reply,) = await link.call([command("SUBSCRIBE", self.directory.channel)])
+                if slow.cancelled_caught or link is None:
+                    raise TimeoutError(f"no answer to SUBSCRIBE within {idle:g} s")
                 if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
                     raise RedisReplyError(f"SUBSCRIBE answered {reply!r}")
                 self.listening = True

@@ -153,11 +153,11 @@ class RespLink:
     @classmethod
     async def open(cls, url: str) -> RespLink:
         """Connect (TLS and AUTH as the URL says); raises `OSError`,
-        `RedisReplyError` or `trio.TooSlowError`."""
+        `RedisReplyError` or `TimeoutError`."""
         pool = coredis.ConnectionPool.from_url(url)
         location: Any = pool.location
         options = pool.connection_kwargs
-        with trio.fail_after(CONNECT_TIMEOUT):
+        with trio.move_on_after(CONNECT_TIMEOUT) as slow:
             stream: trio.abc.Stream
             if hasattr(location, "path"):
                 stream = await trio.open_unix_socket(location.path)
@@ -177,6 +177,8 @@ class RespLink:
                 if isinstance(reply, RedisReplyError):
                     await link.aclose()
                     raise reply
+        if slow.cancelled_caught:
+            raise TimeoutError(f"connecting to Redis took over {CONNECT_TIMEOUT:g} s")
         return link
 
     async def send(self, commands: list[bytes]) -> None:
