@@ -118,6 +118,12 @@ def test_bad_flag_value_names_the_flag() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["-1", "1001", "soon"])
+def test_a_cluster_flush_that_cannot_work_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"SIGNALING_CLUSTER_FLUSH_MS.*milliseconds"):
+        load_settings(environ={"SIGNALING_CLUSTER_FLUSH_MS": value}, env_file=None)
+
+
 def test_bad_origin_is_explained() -> None:
     result = run_cli("serve", env=clean_env(ALLOWED_ORIGINS="app.example.com"))
     assert result.returncode == 2

@@ -266,3 +266,40 @@ async def test_a_redis_that_stops_answering_is_noticed_and_survived(
         assert frame.from_ == "alice"
     stop_a.set()
     stop_b.set()
+
+
+async def _publishes(redis_server: RedisServer) -> int:
+    """PUBLISH commands the Redis has run so far."""
+    stream = await trio.open_tcp_stream("127.0.0.1", redis_server.port)
+    await stream.send_all(b"INFO commandstats\r\n")
+    data = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in data[data.find(b"\r\n") + 2 :]:
+            data += await stream.receive_some(65536)
+    await stream.aclose()
+    for line in data.decode().splitlines():
+        if line.startswith("cmdstat_publish:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_a_burst_of_cross_node_signals_shares_one_publish(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    # a long flush window, so that the whole burst surely falls into one
+    settings = TEST_SETTINGS.replace(redis_url=redis_server.url, cluster_flush_ms=200.0)
+    url_a, _, stop_a = await start_node(nursery, settings)
+    url_b, _, stop_b = await start_node(nursery, settings)
+    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
+        await alice.join("s")
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        before = await _publishes(redis_server)
+        candidate = CALL["offerCandidates"][0]
+        for n in range(20):
+            await alice.send_candidate("bob", "s", candidate, extra={"n": n})
+        got = [await next_frame(bob) for _ in range(20)]
+        assert [f.data["n"] for f in got] == list(range(20))  # type: ignore[attr-defined]
+        assert await _publishes(redis_server) - before == 1
+    stop_a.set()
+    stop_b.set()

@@ -72,6 +72,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of milliseconds") from None
+    if not 0 <= value <= 1000:
+        raise ValueError("expected a number of milliseconds from 0 to 1000")
+    return value
+
+
 def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -463,6 +473,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Heartbeat lifetime of a node in Redis; a dead node's participants go within 4/3 of it.",
     ),
     Setting(
+        "cluster_flush_ms",
+        "SIGNALING_CLUSTER_FLUSH_MS",
+        "--cluster-flush-ms",
+        "5",
+        _milliseconds,
+        "How long a signal for another node waits to share its PUBLISH with others "
+        "(more: less CPU, more latency; 0: the next moment).",
+    ),
+    Setting(
         "max_participants",
         "SIGNALING_MAX_PARTICIPANTS",
         "--max-participants",
@@ -672,6 +691,7 @@ class Settings:
     workers: int = 1
     redis_url: str = ""
     node_ttl: float = 10.0
+    cluster_flush_ms: float = 5.0
     max_participants: int = 16
     max_connections: int = 20000
     max_connections_per_ip: int = 256
