@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 import pytest
 import trio
 import trio.testing
 
-from signaling.client import connect
+from signaling.client import Client, connect
 from signaling.errors import InternalError, NotInSession, PeerNotFound, SessionFull
 from signaling.frames import (
     Error,
@@ -60,6 +62,33 @@ async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[tuple[st
 async def next_frame(client: object) -> object:
     with trio.fail_after(5):
         return await client.receive()  # type: ignore[attr-defined]
+
+
+@dataclass
+class TwoNodes:
+    """alice on node a, bob on node b, both in session "s"."""
+
+    alice: Client
+    bob: Client
+    hub_a: Hub
+    hub_b: Hub
+    url_a: str
+
+
+@asynccontextmanager
+async def alice_and_bob_on_two_nodes(
+    nursery: trio.Nursery, settings: Settings
+) -> AsyncIterator[TwoNodes]:
+    """Two in-process nodes; alice on the first and bob on the second, both in "s"."""
+    url_a, hub_a, stop_a = await start_node(nursery, settings)
+    url_b, hub_b, stop_b = await start_node(nursery, settings)
+    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
+        await alice.join("s")
+        await bob.join("s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        yield TwoNodes(alice, bob, hub_a, hub_b, url_a)
+    stop_a.set()
+    stop_b.set()
 
 
 async def test_join_relay_leave_across_nodes(nodes: tuple[str, str]) -> None:
@@ -199,12 +228,8 @@ async def test_redis_restart_degrades_then_recovers(
     nursery: trio.Nursery, redis_server: RedisServer
 ) -> None:
     settings = TEST_SETTINGS.replace(redis_url=redis_server.url, node_ttl=0.6)
-    url_a, hub_a, stop_a = await start_node(nursery, settings)
-    url_b, hub_b, stop_b = await start_node(nursery, settings)
-    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
-        await alice.join("s")
-        await bob.join("s")
-        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+    async with alice_and_bob_on_two_nodes(nursery, settings) as two:
+        alice, bob, hub_a, hub_b = two.alice, two.bob, two.hub_a, two.hub_b
         await redis_server.stop()
         # a relay to the other node is refused plainly while Redis is away
         with trio.fail_after(10):
@@ -214,7 +239,7 @@ async def test_redis_restart_degrades_then_recovers(
             await alice.request(Offer(to="bob", session_id="s", data=_sdp()))
         async with httpx.AsyncClient() as http:
             health = (
-                await http.get(url_a.replace("ws://", "http://").replace("/ws", "/health"))
+                await http.get(two.url_a.replace("ws://", "http://").replace("/ws", "/health"))
             ).json()
         assert health["status"] == "degraded"
         await redis_server.start()  # empty: both nodes must register again
@@ -225,8 +250,6 @@ async def test_redis_restart_degrades_then_recovers(
         frame = await next_frame(bob)
         assert isinstance(frame, RelayedOffer)
         assert frame.from_ == "alice"
-    stop_a.set()
-    stop_b.set()
 
 
 def _sdp() -> dict[str, object]:
@@ -238,13 +261,9 @@ async def test_a_redis_that_stops_answering_is_noticed_and_survived(
 ) -> None:
     # SIGSTOP: the TCP connections stay open, nothing answers (no FIN to notice)
     settings = TEST_SETTINGS.replace(redis_url=redis_server.url, node_ttl=0.6)
-    url_a, hub_a, stop_a = await start_node(nursery, settings)
-    url_b, hub_b, stop_b = await start_node(nursery, settings)
     assert redis_server.process is not None
-    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
-        await alice.join("s")
-        await bob.join("s")
-        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+    async with alice_and_bob_on_two_nodes(nursery, settings) as two:
+        alice, bob, hub_a, hub_b = two.alice, two.bob, two.hub_a, two.hub_b
         redis_server.process.send_signal(signal.SIGSTOP)
         try:
             await alice.send_offer("bob", "s", CALL["offer"])  # its PUBLISH never returns
@@ -264,8 +283,6 @@ async def test_a_redis_that_stops_answering_is_noticed_and_survived(
         while not isinstance(frame, RelayedOffer):  # the first offer may arrive late, too
             frame = await next_frame(bob)
         assert frame.from_ == "alice"
-    stop_a.set()
-    stop_b.set()
 
 
 async def _publishes(redis_server: RedisServer) -> int:
@@ -288,12 +305,8 @@ async def test_a_burst_of_cross_node_signals_shares_one_publish(
 ) -> None:
     # a long flush window, so that the whole burst surely falls into one
     settings = TEST_SETTINGS.replace(redis_url=redis_server.url, cluster_flush_ms=200.0)
-    url_a, _, stop_a = await start_node(nursery, settings)
-    url_b, _, stop_b = await start_node(nursery, settings)
-    async with connect(url_a, user_id="alice") as alice, connect(url_b, user_id="bob") as bob:
-        await alice.join("s")
-        await bob.join("s")
-        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+    async with alice_and_bob_on_two_nodes(nursery, settings) as two:
+        alice, bob = two.alice, two.bob
         before = await _publishes(redis_server)
         candidate = CALL["offerCandidates"][0]
         for n in range(20):
@@ -301,5 +314,3 @@ async def test_a_burst_of_cross_node_signals_shares_one_publish(
         got = [await next_frame(bob) for _ in range(20)]
         assert [f.data["n"] for f in got] == list(range(20))  # type: ignore[attr-defined]
         assert await _publishes(redis_server) - before == 1
-    stop_a.set()
-    stop_b.set()
