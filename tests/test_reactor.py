@@ -76,10 +76,11 @@ class RawClient:
         with trio.fail_after(5):
             while True:
                 for frame in self.protocol.received_frames():
+                    payload: Any = frame.payload  # (code, reason) for a close, else str
                     if frame.opcode is Opcode.CLOSE:
-                        self.close_code = frame.payload[0]
+                        self.close_code = payload[0]
                         raise ConnectionError(f"closed {self.close_code}")
-                    decoded: dict[str, Any] = json.loads(frame.payload)
+                    decoded: dict[str, Any] = json.loads(payload)
                     self.frames.append(decoded)
                     if done(decoded):
                         return decoded

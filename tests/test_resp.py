@@ -27,7 +27,7 @@ replies = st.recursive(
         st.integers(min_value=-(2**63), max_value=2**63 - 1),
         st.none(),
         st.text(
-            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]),
             max_size=40,
         ).map(RedisReplyError),
     ),
