@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import coredis
 import trio
 
+from .. import rawsocket
+
 if TYPE_CHECKING:
-    import socket
     import ssl
 
 __all__ = ["MAX_BUFFER", "RedisReplyError", "RespLink", "RespParser", "command"]
@@ -137,12 +138,8 @@ class RespLink:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        # Plain TCP or Unix socket: its own non-blocking send and recv, as the
-        # /ws transport does (signaling.server.transports.ws), without the
-        # stream's checkpoints and wrappers around each syscall.
-        self._sock: socket.socket | None = (
-            getattr(stream.socket, "_sock", None) if type(stream) is trio.SocketStream else None
-        )
+        # plain TCP or Unix socket: its own non-blocking send and recv
+        self._sock = rawsocket.stdlib_socket(stream)
         self._parser = RespParser()
         self._replies: list[Any] = []
         self.received = 0
@@ -187,12 +184,7 @@ class RespLink:
         data = b"".join(commands)
         sock = self._sock
         if sock is not None:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"Redis connection broken: {exc}") from exc
+            sent = rawsocket.send_now(sock, data)
             if sent == len(data):
                 return
             data = data[sent:]
@@ -217,13 +209,7 @@ class RespLink:
         while True:
             data: bytes | bytearray
             if sock is not None:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise trio.BrokenResourceError(f"Redis connection broken: {exc}") from exc
+                data = await rawsocket.receive(sock, 65536)
             else:
                 data = await self.stream.receive_some(65536)
             if not data:

@@ -23,8 +23,8 @@ transport goes through the trio stream as before):
   round.
 - **Reads in task mode** (before auth, during a join's ``await``, while
   closing) wait with `trio.lowlevel.wait_readable` and call the socket's own
-  non-blocking ``recv``: one syscall per arrival, without ``receive_some``'s
-  two checkpoints, conflict detector and error-translating wrapper.
+  non-blocking ``recv`` (`signaling.server.rawsocket`): one syscall per
+  arrival, without ``receive_some``'s machinery.
 - **Writes from the routing task** (`LeanTransport.send_now`): a message is
   written straight from the task that routed it when nothing is queued or
   being written here; the writer task only wakes for what the socket did not
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import outcome
 import trio
 
+from .. import rawsocket
 from ..websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -191,12 +192,7 @@ class LeanTransport:
         self.inline: Callable[[list[Message]], list[Message]] | None = None
         """Set by the connection: applies what it can of a batch without an await
         and returns the rest. While set, `receive` lets the reactor read."""
-        # the stdlib socket under a plain trio SocketStream (trio keeps it in _sock)
-        self._sock: socket.socket | None = (
-            getattr(stream.socket, "_sock", None)
-            if type(stream) is trio.SocketStream and deflate is None
-            else None
-        )
+        self._sock = None if deflate is not None else rawsocket.stdlib_socket(stream)
         self._reactor = Reactor.current() if self._sock is not None else None
         self._parked: trio.lowlevel.Task | None = None
         """The reader task, while the reactor reads for it."""
@@ -223,13 +219,7 @@ class LeanTransport:
                 if sock is not None:
                     if self.inline is not None:
                         return await self._park(sock)
-                    await trio.lowlevel.wait_readable(sock)
-                    try:
-                        data = sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        continue  # woken without data after all
-                    except OSError as exc:
-                        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                    data = await rawsocket.receive(sock, RECEIVE_SIZE)
                 else:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 if not data:
@@ -278,14 +268,13 @@ class LeanTransport:
         `inline` left, with None at EOF or after the client's close frame, or
         with the error; every exception goes to that task, none to the reactor.
         """
-        sock = self._sock
-        assert sock is not None
+        assert self._sock is not None
         try:
-            data = sock.recv(RECEIVE_SIZE)
-        except BlockingIOError:
+            data = rawsocket.receive_now(self._sock, RECEIVE_SIZE)
+        except trio.BrokenResourceError as exc:
+            self._wake(outcome.Error(exc))
             return
-        except OSError as exc:
-            self._wake(outcome.Error(trio.BrokenResourceError(f"socket connection broken: {exc}")))
+        if data is None:
             return
         if not data:
             self._wake(outcome.Value(None))
@@ -294,7 +283,7 @@ class LeanTransport:
         try:
             messages = self._messages(data)
             consumer = self.inline
-            rest = messages if consumer is None else consumer(messages) if messages else messages
+            rest = consumer(messages) if consumer is not None and messages else messages
         except Exception as exc:
             self._wake(outcome.Error(exc))
             return
@@ -327,10 +316,8 @@ class LeanTransport:
         if sock is None or self.writing:
             return data
         try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            return data
-        except OSError:
+            sent = rawsocket.send_now(sock, data)
+        except trio.BrokenResourceError:
             return data  # the writer meets the error and ends the connection
         return data[sent:] if sent < len(data) else None
 
