@@ -136,29 +136,20 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
     real ``data``, and this runs for every relayed signal.
     """
     kind = type(value)
-    if kind is dict:
+    if kind is dict or kind is list:
         if depth >= DATA_MAX_DEPTH:
             return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
-        for key, item in value.items():
-            if type(key) is not str:
+        is_dict = kind is dict
+        for key, item in value.items() if is_dict else enumerate(value):
+            if is_dict and type(key) is not str:
                 return "", "object keys must be strings"
             item_kind = type(item)
             if item_kind is str or item_kind is bool or item is None:
                 continue
             problem = _unportable(item, depth + 1)
             if problem is not None:
-                return f".{key}{problem[0]}", problem[1]
-        return None
-    if kind is list:
-        if depth >= DATA_MAX_DEPTH:
-            return "", f"nested deeper than {DATA_MAX_DEPTH} levels"
-        for index, item in enumerate(value):
-            item_kind = type(item)
-            if item_kind is str or item_kind is bool or item is None:
-                continue
-            problem = _unportable(item, depth + 1)
-            if problem is not None:
-                return f"[{index}]{problem[0]}", problem[1]
+                where = f".{key}" if is_dict else f"[{key}]"
+                return where + problem[0], problem[1]
         return None
     if kind is int:
         return None if _INT_MIN <= value <= _INT_MAX else ("", "integer out of 64-bit range")

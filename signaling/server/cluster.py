@@ -95,8 +95,8 @@ class Cluster:
         self._due = trio.Event()
         """Set when the flush's linger is over (`_after_round`)."""
         self._first_queued = 0.0
-        self._publishing: list[Any] = []
-        """``[link, since]`` while a flush waits for its replies."""
+        self._publishing: tuple[RespLink, float] | None = None
+        """The link and since when, while a flush waits for its replies."""
         self._departures_in, self._departures_out = trio.open_memory_channel[
             tuple[str, str, list[str]]
         ](math.inf)
@@ -123,7 +123,6 @@ class Cluster:
         """Publish what `send` queued: one PUBLISH per node per flush, all of a
         flush's PUBLISHes in one write on this node's own link (`RespLink`)."""
         link: RespLink | None = None
-        watch = self._publishing
         try:
             while True:
                 await self._wake.wait()
@@ -149,9 +148,9 @@ class Cluster:
                         link = await RespLink.open(self.url)
                     # no timeout scope per flush: `_watch_publishing` breaks a
                     # link whose replies are late
-                    watch[:] = [link, trio.current_time()]
+                    self._publishing = (link, trio.current_time())
                     replies = await link.call(commands)
-                    watch.clear()
+                    self._publishing = None
                     for reply in replies:
                         if isinstance(reply, RedisReplyError):
                             raise reply
@@ -163,7 +162,7 @@ class Cluster:
                         len(batches),
                         (link.lost if link is not None else "") or _reason(exc),
                     )
-                    watch.clear()
+                    self._publishing = None
                     if link is not None:
                         await link.aclose()
                         link = None
@@ -380,8 +379,10 @@ class Cluster:
         limit = self.directory.heartbeat_ttl / 3
         while True:
             await trio.sleep(limit / 2)
-            if self._publishing and trio.current_time() - self._publishing[1] > limit:
-                link: RespLink = self._publishing[0]
+            if self._publishing is None:
+                continue
+            link, since = self._publishing
+            if trio.current_time() - since > limit:
                 link.lost = f"no answer to PUBLISH within {limit:g} s"
                 link.abort()
 
