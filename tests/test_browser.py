@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def browser_run() -> dict[str, Any]:
+def browser_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run tests/e2e/browser_call.py once inside ``unshare -n`` and read its findings."""
     assert Path("/usr/bin/chromium").exists(), "chromium is missing: ./dev test installs it"
     assert shutil.which("unshare"), "unshare (util-linux) is needed for the network namespace"
@@ -29,7 +29,7 @@ def browser_run() -> dict[str, Any]:
             "--",
             sys.executable,
             str(ROOT / "tests/e2e/browser_call.py"),
-            str(ROOT / "docs"),
+            str(tmp_path_factory.getbasetemp()),
         ],
         capture_output=True,
         text=True,
@@ -41,18 +41,63 @@ def browser_run() -> dict[str, Any]:
     return findings
 
 
-def test_two_browsers_connect_and_see_each_others_video(browser_run: dict[str, Any]) -> None:
-    assert browser_run["connected"] is True
-    assert browser_run["alice_frames"] > 5
-    assert browser_run["bob_frames"] > 5
+def test_two_tabs_of_the_root_page_meet_in_one_call(browser_run: dict[str, Any]) -> None:
+    # the README: open http://localhost:3001/ in two tabs, press the button in both
+    assert browser_run["two_tabs_connected"] is True
+    assert browser_run["default_session"] == "demo"
+    assert browser_run["link"].startswith("http://127.0.0.1:")
+    assert browser_run["link"].endswith("/")
+
+
+def test_three_tabs_make_a_group_call_with_video_from_everyone(
+    browser_run: dict[str, Any],
+) -> None:
+    frames = browser_run["three_party_frames"]
+    assert len(frames) == 3
+    assert all(len(tiles) == 2 and min(tiles) > 5 for tiles in frames), frames
     # every packet stayed on loopback: the selected pair is host-to-host on 127.0.0.1
-    assert browser_run["pair"].startswith("host udp 127.0.0.1:")
-    assert (ROOT / "docs" / "demo-call.png").stat().st_size > 10_000
+    assert browser_run["pair"].startswith("ICE pair: host udp 127.0.0.1:")
+    assert Path(browser_run["screenshot"]).stat().st_size > 10_000
+
+
+def test_one_hanging_up_leaves_the_others_in_their_call_and_can_rejoin(
+    browser_run: dict[str, Any],
+) -> None:
+    assert browser_run["after_hangup"] == {
+        "tiles": [1, 1],
+        "states": ["connected", "connected"],
+        "start_enabled": True,
+    }
+    assert browser_run["rejoined_three"] is True
+
+
+def test_the_demo_shows_errors(browser_run: dict[str, Any]) -> None:
+    assert "Could not join" in browser_run["long_user_error"]
+    assert "userId" in browser_run["long_user_error"]
+    assert browser_run["long_user_start_enabled"] is True
+    assert "another tab" in browser_run["replaced_error"]
+    assert browser_run["replaced_start_enabled"] is True
+    assert browser_run["twin_in_call"] is True
 
 
 def test_client_reconnects_and_rejoins_after_1001(browser_run: dict[str, Any]) -> None:
     assert browser_run["reconnected_connection_changed"] is True
-    assert browser_run["rejoined"] == ["alice", "bob"]
+    assert browser_run["rejoined"] is True
+
+
+def test_browser_client_reports_a_down_server_as_network_and_does_not_retry(
+    browser_run: dict[str, Any],
+) -> None:
+    down = browser_run["down"]
+    assert down["name"] == "SignalingError"
+    assert down["code"] == "network"
+    assert down["closeCode"] == 1006
+    assert "could not reach" in down["message"]
+    # one socket: a rejected connect() does not keep trying in the background
+    assert down["sockets"] == 1
+    # unless asked: connect({retry: true}) keeps trying until close()
+    assert down["retryAttempts"] >= 3
+    assert down["retryCode"] == "network"
 
 
 def test_python_sdk_and_browser_exchange_signals(browser_run: dict[str, Any]) -> None:

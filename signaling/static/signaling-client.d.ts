@@ -35,12 +35,20 @@ export interface SignalingEventMap {
   "error": CustomEvent<ErrorFrame>;
   "close": CustomEvent<CloseDetail>;
   "reconnecting": CustomEvent<{ delay: number; attempt: number }>;
-  "reconnected": CustomEvent<{ sessions: string[]; joined: SessionJoined[] }>;
+  "reconnected": CustomEvent<{ sessions: string[]; joined: SessionJoined[]; welcome: Welcome }>;
+  /** Reconnecting stopped: the server refused (say, an expired token) or close() was called. */
+  "reconnect-failed": CustomEvent<{ error: SignalingError }>;
 }
 
+/**
+ * A refused request (`code` from the server's `error` frame), or a connection
+ * that ended before `welcome`: `"network"` (no close frame: down, unreachable,
+ * TLS failure) or `"closed"` (the server closed it; see `closeCode`).
+ */
 export class SignalingError extends Error {
-  readonly code: ErrorCode;
-  readonly frame: ErrorFrame;
+  readonly code: ErrorCode | "network" | "closed";
+  readonly frame: ErrorFrame | { code: "network" | "closed"; message: string };
+  readonly closeCode: number | null;
 }
 
 export interface SignalingOptions {
@@ -58,7 +66,10 @@ export class SignalingClient extends EventTarget {
   connectionId: string | null;
   iceServers: IceServer[];
   readonly sessions: Set<string>;
-  connect(): Promise<Welcome>;
+  /** True while authenticated over an open connection. */
+  readonly connected: boolean;
+  /** Rejects at once on failure unless `retry` (then it tries with backoff until close()). */
+  connect(options?: { retry?: boolean }): Promise<Welcome>;
   join(sessionId: string): Promise<SessionJoined>;
   leave(sessionId: string): Promise<SessionLeft>;
   request(frame: object): Promise<ServerFrame>;

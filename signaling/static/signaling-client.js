@@ -8,23 +8,42 @@
 // Every server frame is dispatched as an event named after its type
 // ("user-joined", "offer", ...) with the frame as `event.detail`.
 
-/** An `error` frame the server answered to a request. */
+/**
+ * A request the server refused (`code` is the protocol's error code, `frame` the
+ * `error` frame), or a connection that ended before `welcome`: then `code` is
+ * `"network"` (no close frame: the server is down or unreachable, or TLS failed)
+ * or `"closed"` (the server closed it; `closeCode` and the message say why).
+ */
 export class SignalingError extends Error {
-  constructor(frame) {
+  constructor(frame, closeCode = null) {
     super(frame.message);
     this.name = "SignalingError";
     this.code = frame.code;
     this.frame = frame;
+    this.closeCode = closeCode;
   }
 }
 
-const RECONNECT_CODES = new Set([1001, 1006, 1011, 1013]);
+// Close codes after which trying again can help: going away, abnormal closure
+// (no close frame), server error, try again later.
+const RETRY_CODES = new Set([1001, 1006, 1011, 1013]);
+
+function closedError(event) {
+  const code = event.code === 1006 ? "network" : "closed";
+  const message =
+    event.code === 1006
+      ? "could not reach the signaling server (the connection failed or dropped without a close frame)"
+      : `the server closed the connection (${event.code}${event.reason ? `: ${event.reason}` : ""})`;
+  return new SignalingError({ code, message }, event.code);
+}
 
 export class SignalingClient extends EventTarget {
   /**
    * @param {string} url  ws:// or wss:// URL of /ws
    * @param {{userId: string, token?: string, getToken?: () => Promise<string>,
    *          reconnect?: boolean, minDelay?: number, maxDelay?: number}} options
+   *   `reconnect` (default true): after an established connection drops
+   *   (1001, 1006, 1011, 1013), connect again with backoff and re-join.
    */
   constructor(url, options) {
     super();
@@ -37,69 +56,122 @@ export class SignalingClient extends EventTarget {
     this._pending = new Map();
     this._nextId = 1;
     this._ws = null;
+    this._welcomed = false;
     this._closedByUser = false;
     this._attempt = 0;
   }
 
-  /** Open the WebSocket and authenticate; resolves with the `welcome` frame. */
-  async connect() {
-    this._closedByUser = false;
-    const token = this.options.getToken ? await this.options.getToken() : this.options.token;
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url, "signaling.v1.json");
-      this._ws = ws;
-      let welcomed = false;
-      ws.onopen = () => {
-        const auth = { type: "auth", userId: this.userId };
-        if (token) auth.token = token;
-        ws.send(JSON.stringify(auth));
-      };
-      ws.onmessage = (event) => {
-        const frame = JSON.parse(event.data);
-        if (!welcomed) {
-          if (frame.type === "welcome") {
-            welcomed = true;
-            this._attempt = 0;
-            this.connectionId = frame.connectionId;
-            this.iceServers = frame.iceServers;
-            this._emit("welcome", frame);
-            resolve(frame);
-          } else if (frame.type === "error") {
-            reject(new SignalingError(frame));
-          }
-          return;
-        }
-        this._receive(frame);
-      };
-      ws.onclose = (event) => {
-        for (const { reject: fail } of this._pending.values()) {
-          fail(new SignalingError({ code: "internal", message: `connection closed (${event.code})` }));
-        }
-        this._pending.clear();
-        const willReconnect =
-          this.options.reconnect && !this._closedByUser && RECONNECT_CODES.has(event.code);
-        this._emit("close", { code: event.code, reason: event.reason, willReconnect });
-        if (!welcomed) reject(new SignalingError({ code: "unauthorized", message: event.reason || `closed (${event.code})` }));
-        if (willReconnect) this._reconnect();
-      };
-    });
+  /** True while authenticated over an open connection. */
+  get connected() {
+    return this._welcomed && this._ws !== null && this._ws.readyState === WebSocket.OPEN;
   }
 
-  async _reconnect() {
+  /**
+   * Open the WebSocket and authenticate; resolves with the `welcome` frame.
+   * Rejects with a SignalingError (see its doc). A rejected connect() does not
+   * try again on its own; with `{retry: true}` it keeps trying with backoff
+   * while the failure is one that can pass (network, 1001, 1011, 1013) and
+   * until close() is called.
+   */
+  async connect({ retry = false } = {}) {
+    this._closedByUser = false;
+    for (;;) {
+      try {
+        return await this._open();
+      } catch (error) {
+        if (!retry || this._closedByUser || !RETRY_CODES.has(error.closeCode)) throw error;
+        await this._backoff();
+        if (this._closedByUser) throw error;
+      }
+    }
+  }
+
+  _open() {
+    const tokenPromise = this.options.getToken
+      ? this.options.getToken()
+      : Promise.resolve(this.options.token);
+    return tokenPromise.then(
+      (token) =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(this.url, "signaling.v1.json");
+          this._ws = ws;
+          this._welcomed = false;
+          let welcomed = false;
+          let refused = false;
+          ws.onopen = () => {
+            const auth = { type: "auth", userId: this.userId };
+            if (token) auth.token = token;
+            ws.send(JSON.stringify(auth));
+          };
+          ws.onmessage = (event) => {
+            const frame = JSON.parse(event.data);
+            if (!welcomed) {
+              if (frame.type === "welcome") {
+                welcomed = true;
+                this._welcomed = true;
+                this._attempt = 0;
+                this.connectionId = frame.connectionId;
+                this.iceServers = frame.iceServers;
+                this._emit("welcome", frame);
+                resolve(frame);
+              } else if (frame.type === "error") {
+                refused = true;
+                reject(new SignalingError(frame));
+              }
+              return;
+            }
+            this._receive(frame);
+          };
+          ws.onclose = (event) => {
+            if (this._ws === ws) this._welcomed = false;
+            for (const { reject: fail } of this._pending.values()) {
+              fail(closedError(event));
+            }
+            this._pending.clear();
+            // Only an established connection comes back on its own: a failed
+            // connect() is the caller's to retry (see connect's `retry`).
+            const willReconnect =
+              welcomed && this.options.reconnect && !this._closedByUser && RETRY_CODES.has(event.code);
+            this._emit("close", { code: event.code, reason: event.reason, willReconnect });
+            if (!welcomed && !refused) reject(closedError(event));
+            if (willReconnect) this._reconnect();
+          };
+        }),
+    );
+  }
+
+  _backoff() {
     const delay = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
     this._attempt += 1;
     this._emit("reconnecting", { delay, attempt: this._attempt });
-    await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
+    return new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
+  }
+
+  async _reconnect() {
+    await this._backoff();
     if (this._closedByUser) return;
+    let welcome;
     try {
-      await this.connect();
-      const sessions = [...this.sessions];
-      const joined = [];
-      for (const sessionId of sessions) joined.push(await this.join(sessionId));
-      this._emit("reconnected", { sessions, joined });
+      welcome = await this.connect({ retry: true });
     } catch (error) {
-      // connect() schedules the next attempt from its close handler
+      // refused (say, the token expired) or closed by the user: stop here
+      this._emit("reconnect-failed", { error });
+      return;
     }
+    const sessions = [...this.sessions];
+    const joined = [];
+    for (const sessionId of sessions) {
+      try {
+        joined.push(await this.join(sessionId));
+      } catch (error) {
+        // dropped again: that connection's close handler takes over
+        if (error.closeCode !== null) return;
+        // refused (say, the session filled up meanwhile): report it, keep the rest
+        this.sessions.delete(sessionId);
+        this._emit("error", error.frame);
+      }
+    }
+    this._emit("reconnected", { sessions, joined, welcome });
   }
 
   _receive(frame) {

@@ -1,8 +1,12 @@
-"""Two Chromium pages call each other through our server, inside a network namespace.
+"""Chromium pages call each other through our server, inside a network namespace.
 
-Run by tests/test_browser.py as ``unshare -n -- python tests/e2e/browser_call.py``:
+Run by tests/test_browser.py as ``unshare -n -- python tests/e2e/browser_call.py DIR``:
 the namespace has only the loopback interface, so every packet of the call,
-signaling and media, stays on 127.0.0.1. Prints one JSON object of findings.
+signaling and media, stays on 127.0.0.1. Prints one JSON object of findings and
+saves a screenshot of the three-party call as DIR/demo-call.png. The README's
+picture is refreshed with (as root, from the repository)::
+
+    unshare -n -- .venv/bin/python tests/e2e/browser_call.py docs
 """
 
 from __future__ import annotations
@@ -75,65 +79,143 @@ CONSOLE: list[str] = []
 PAGES: list[Any] = []
 
 
-def open_page(browser: Any, port: int, user: str, session: str) -> Any:
-    context = browser.new_context(viewport={"width": 1000, "height": 640})
+def open_page(browser: Any, url: str, name: str) -> Any:
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
     page = context.new_page()
-    page.on("console", lambda message: CONSOLE.append(f"{user}: {message.text}"))
-    page.on("pageerror", lambda error: CONSOLE.append(f"{user} error: {error}"))
+    page.on("console", lambda message: CONSOLE.append(f"{name}: {message.text}"))
+    page.on("pageerror", lambda error: CONSOLE.append(f"{name} error: {error}"))
     PAGES.append(page)
-    page.goto(f"http://127.0.0.1:{port}/?session={session}&user={user}")
-    page.click("#start")
+    page.goto(url)
     return page
 
 
-def wait_state(page: Any, state: str, timeout: float = 30_000) -> None:
+def diagnose(page: Any, what: str) -> RuntimeError:
+    details = [
+        other.evaluate(
+            "JSON.stringify({user: window.demo.userId, state: document.body.dataset.state,"
+            " error: document.body.dataset.error,"
+            " calls: [...window.demo.calls].map(([peer, c]) => [peer, c.pc.signalingState,"
+            " c.pc.iceConnectionState, c.pc.connectionState, c.makingOffer, c.ignoreOffer,"
+            " c.pc.getSenders().length, c.negotiations])})"
+        )
+        for other in PAGES
+        if not other.is_closed()
+    ]
+    return RuntimeError(f"{page.url} waiting for {what}: {details}; console: {CONSOLE}")
+
+
+def wait_for(page: Any, condition: str, timeout: float = 30_000) -> None:
     try:
-        page.wait_for_function(f"document.body.dataset.state === {state!r}", timeout=timeout)
+        page.wait_for_function(condition, timeout=timeout)
     except Exception:
-        details = [
-            other.evaluate(
-                "JSON.stringify({user: window.demo.userId, state: document.body.dataset.state,"
-                " calls: [...window.demo.calls].map(([peer, c]) => [peer, c.pc.signalingState,"
-                " c.pc.iceConnectionState, c.pc.connectionState, c.makingOffer, c.ignoreOffer,"
-                " c.pc.getSenders().length, c.negotiations])})"
-            )
-            for other in PAGES
-        ]
-        raise RuntimeError(
-            f"{page.url} waiting for {state!r}: {details}; console: {CONSOLE}"
-        ) from None
+        raise diagnose(page, condition) from None
+
+
+def wait_state(page: Any, state: str, timeout: float = 30_000) -> None:
+    wait_for(page, f"document.body.dataset.state === {state!r}", timeout)
+
+
+def wait_peers(page: Any, count: int) -> None:
+    """Wait until ``page`` shows ``count`` remote tiles, all connected and decoding video."""
+    wait_for(
+        page,
+        f"""(() => {{
+          const tiles = [...document.querySelectorAll('.tile.remote')];
+          return tiles.length === {count} && document.body.dataset.state === 'connected'
+            && tiles.every(t => t.dataset.state === 'connected') && tiles.every(t => {{
+              const v = t.querySelector('video');
+              return v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 5; }});
+        }})()""",
+    )
+
+
+def remote_frames(page: Any) -> list[int]:
+    return list(
+        page.evaluate(
+            "[...document.querySelectorAll('.tile.remote video')]"
+            ".map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
+        )
+    )
 
 
 def main(out: Path) -> dict[str, Any]:
     server = ServerThread()
+    root = f"http://127.0.0.1:{server.port}/"
     result: dict[str, Any] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_FLAGS
         )
-        # 1. a real call between two pages
-        alice = open_page(browser, server.port, "alice", "e2e")
-        wait_state(alice, "waiting for someone to join")
-        # alice answers bob's offer: no glare on the first negotiation
-        bob = open_page(browser, server.port, "bob", "e2e")
-        wait_state(alice, "connected")
-        wait_state(bob, "connected")
-        result["connected"] = True
-        for name, page in (("alice", alice), ("bob", bob)):
-            page.wait_for_function(
-                "(() => { const v = document.querySelector('#remote'); return v.videoWidth > 0"
-                " && v.getVideoPlaybackQuality().totalVideoFrames > 5; })()",
-                timeout=30_000,
-            )
-            result[f"{name}_frames"] = page.evaluate(
-                "document.querySelector('#remote').getVideoPlaybackQuality().totalVideoFrames"
-            )
-        alice.wait_for_function("document.querySelector('#pair').textContent.includes('host')")
-        result["pair"] = alice.inner_text("#pair")
-        out.mkdir(parents=True, exist_ok=True)
-        alice.screenshot(path=str(out / "demo-call.png"))
+        # 1. the README's words: open / in two tabs, press the button in both
+        first = open_page(browser, root, "first")
+        first.click("#start")
+        wait_state(first, "waiting for someone to join")
+        second = open_page(browser, root, "second")
+        second.click("#start")
+        wait_peers(first, 1)
+        wait_peers(second, 1)
+        result["two_tabs_connected"] = True
+        result["default_session"] = first.evaluate("window.demo.session")
+        result["link"] = first.inner_text("#link")
 
-        # 2. the server drops alice's connection with 1001: the client reconnects and re-joins
+        # 2. a third tab makes it a group call: everyone sees everyone
+        third = open_page(browser, root, "third")
+        third.click("#start")
+        for page in (first, second, third):
+            wait_peers(page, 2)
+        result["three_party_frames"] = [remote_frames(page) for page in (first, second, third)]
+        result["pair"] = first.inner_text(".tile.remote .pair")
+        out.mkdir(parents=True, exist_ok=True)
+        first.screenshot(path=str(out / "demo-call.png"))
+        result["screenshot"] = str(out / "demo-call.png")
+
+        # 3. the third hangs up: the other two stay in their call; the third can rejoin
+        third.click("#hangup")
+        wait_state(third, "hung up")
+        wait_peers(first, 1)
+        wait_peers(second, 1)
+        before = remote_frames(first)[0]
+        wait_for(
+            first,
+            f"document.querySelector('.tile.remote video')"
+            f".getVideoPlaybackQuality().totalVideoFrames > {before + 10}",
+        )
+        result["after_hangup"] = {
+            "tiles": [len(remote_frames(page)) for page in (first, second)],
+            "states": [page.evaluate("document.body.dataset.state") for page in (first, second)],
+            "start_enabled": third.is_enabled("#start"),
+        }
+        third.click("#start")
+        for page in (first, second, third):
+            wait_peers(page, 2)
+        result["rejoined_three"] = True
+
+        # 4. errors are shown: a user id the server refuses, a second tab of the same user
+        long_user = open_page(browser, root + "?user=" + "u" * 200, "long")
+        long_user.click("#start")
+        wait_for(
+            long_user,
+            "document.body.dataset.error !== undefined && document.body.dataset.error !== ''",
+        )
+        result["long_user_error"] = long_user.inner_text("#error")
+        result["long_user_start_enabled"] = long_user.is_enabled("#start")
+        long_user.close()
+        third_user = third.evaluate("window.demo.userId")
+        twin = open_page(browser, root + "?user=" + third_user, "twin")
+        twin.click("#start")
+        wait_for(third, "(document.body.dataset.error || '').includes('another tab')")
+        result["replaced_error"] = third.inner_text("#error")
+        result["replaced_start_enabled"] = third.is_enabled("#start")
+        # the twin took the seat: the others call it afresh
+        for page in (first, second, twin):
+            wait_peers(page, 2)
+        result["twin_in_call"] = True
+        for page in (twin, third, second):
+            page.close()
+
+        # 5. the server drops the first page's connection with 1001: it reconnects and re-joins
+        alice = first
+        alice_id = first.evaluate("window.demo.userId")
         before = alice.evaluate("window.demo.client.connectionId")
         alice.evaluate(
             "window.demo.client.addEventListener('reconnected', () => { window.rejoined = true; })"
@@ -141,7 +223,7 @@ def main(out: Path) -> dict[str, Any]:
 
         def drop_alice() -> None:
             for connection in list(server.hub.connections):
-                if connection.user_id == "alice":
+                if connection.user_id == alice_id:
                     connection.close(1001, "going away (test)")
 
         server.run_sync(drop_alice)
@@ -150,10 +232,10 @@ def main(out: Path) -> dict[str, Any]:
             alice.evaluate("window.demo.client.connectionId") != before
         )
         result["rejoined"] = server.run_sync(
-            lambda: sorted(server.hub.registry.participants("e2e"))
-        )
+            lambda: sorted(server.hub.registry.participants("demo"))
+        ) == [alice_id]
 
-        # 3. the Python SDK on one side, the browser on the other, signaling only
+        # 6. the Python SDK on one side, the browser on the other, signaling only
         async def python_side() -> dict[str, Any]:
             async with connect(f"ws://127.0.0.1:{server.port}/ws", user_id="carol") as carol:
                 await carol.join("mixed")
@@ -188,6 +270,39 @@ def main(out: Path) -> dict[str, Any]:
         result["python_side"] = {k: v for k, v in holder.items() if k != "answer"}
         result["answer_intact"] = received["data"]["sdp"] == holder["answer"]
         result["answer_from"] = received["from"]
+
+        # 7. the browser client against a server that is down (port 9: refused)
+        probe = browser.new_context().new_page()
+        probe.goto(root)
+        result["down"] = probe.evaluate(
+            """async () => {
+              const { SignalingClient } = await import("/client.js");
+              let sockets = 0;
+              const Original = window.WebSocket;
+              window.WebSocket = class extends Original {
+                constructor(...args) { super(...args); sockets += 1; }
+              };
+              const url = "ws://127.0.0.1:9/ws";
+              const client = new SignalingClient(url, { userId: "x", minDelay: 10, maxDelay: 10 });
+              const error = await client.connect().catch((e) => e);
+              // a retry would open a socket within 10 ms: give it thirty times that
+              await new Promise((resolve) => setTimeout(resolve, 300));
+              const once = sockets;
+              const retrying = new SignalingClient(url,
+                { userId: "y", minDelay: 10, maxDelay: 10 });
+              let attempts = 0;
+              const thrice = new Promise((resolve) => retrying.addEventListener("reconnecting",
+                (e) => { attempts = e.detail.attempt; if (attempts >= 3) resolve(); }));
+              const pending = retrying.connect({ retry: true }).catch((e) => e);
+              await thrice;
+              retrying.close();
+              const retryError = await pending;
+              window.WebSocket = Original;
+              return { name: error.name, code: error.code, closeCode: error.closeCode,
+                       message: error.message, sockets: once, retryAttempts: attempts,
+                       retryCode: retryError.code };
+            }"""
+        )
         browser.close()
     server.stop()
     return result
