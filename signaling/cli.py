@@ -27,7 +27,11 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
             metavar=setting.env,
             help=f"{setting.help} Default: {setting.default or '(empty)'}.",
         )
-    serve.add_argument("--env-file", default=".env", help="a .env file to read (default: .env)")
+    serve.add_argument(
+        "--env-file",
+        default=None,
+        help="a .env file to read; it must exist (default: .env when there is one)",
+    )
 
 
 def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -39,12 +43,18 @@ def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
     from .server.logs import configure_logging
     from .server.serve import serve, tune_gc
 
+    warnings: list[str] = []
     try:
-        settings = load_settings(vars(args), env_file=args.env_file)
+        if args.env_file is not None and not Path(args.env_file).is_file():
+            raise ConfigError(f"--env-file {args.env_file!r}: no such file")
+        settings = load_settings(vars(args), env_file=args.env_file or ".env", warnings=warnings)
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if os.environ.get("SIGNALING_LISTEN_FD") is None:  # once, not once per worker
+        for warning in warnings:
+            logging.getLogger("signaling.config").warning("%s", warning)
     listen_fd = os.environ.get("SIGNALING_LISTEN_FD")
     if settings.workers > 1 and listen_fd is None:
         from .server.workers import supervise

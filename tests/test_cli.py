@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -131,6 +132,86 @@ def test_bad_origin_is_explained() -> None:
     assert "https://app.example.com" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("app.example.com", "not an origin like https://app.example.com"),
+        ("a;b", "not an origin like"),
+        ("https://a;b", "is not a host name"),
+        ("https://app.*.example.com", "a wildcard can only be the whole first label"),
+        ("https://*example.com", "a wildcard can only be the whole first label"),
+        ("https://a.com/", "drop the trailing '/'"),
+        ("https://a.com/app", "no path, query or fragment"),
+        ("https://user@a.com", "no user name"),
+        ("https://a.com:99999", "not a port"),
+        ("https://ok.com,https://a.com:x", "'https://a.com:x': 'x' is not a port"),
+    ],
+)
+def test_an_origin_that_can_never_match_is_refused_in_one_line(value: str, says: str) -> None:
+    result = run_cli("serve", env=clean_env(ALLOWED_ORIGINS=value))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("signaling: configuration error: ALLOWED_ORIGINS=")
+    assert says in lines[0]
+
+
+def test_origins_are_stored_as_browsers_send_them() -> None:
+    settings = load_settings(
+        environ={
+            "ALLOWED_ORIGINS": "HTTPS://A.COM, https://a.com:443, http://b.com:8080, "
+            "https://*.Example.com, http://[0:0::1]:80, https://bücher.de, capacitor://localhost"
+        },
+        env_file=None,
+    )
+    assert settings.allowed_origins == (
+        "https://a.com",
+        "http://b.com:8080",
+        "https://*.example.com",
+        "http://[::1]",
+        "https://xn--bcher-kva.de",
+        "capacitor://localhost",
+    )
+
+
+def test_a_missing_env_file_is_an_error(tmp_path: Path) -> None:
+    result = run_cli("serve", "--env-file", str(tmp_path / "nope.env"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"signaling: configuration error: --env-file {str(tmp_path / 'nope.env')!r}: no such file"
+    )
+
+
+def test_an_unknown_setting_is_named_with_the_closest(tmp_path: Path) -> None:
+    dotenv = tmp_path / "settings.env"
+    dotenv.write_text("SIGNALING_MAX_PARTICIPANT=4\nREDIS_ULR=redis://x\nNODE_ENV=production\n")
+    warnings: list[str] = []
+    environ = {"SIGNALING_PING_INTERVALL": "5", "HOME": "/root", "REDIS_HOST": "x"}
+    load_settings(environ=environ, env_file=dotenv, warnings=warnings)
+    # in the file, anything that starts like ours; in the environment, SIGNALING_* only
+    assert warnings == [
+        f"{dotenv}: SIGNALING_MAX_PARTICIPANT is not a setting and is ignored "
+        "(did you mean SIGNALING_MAX_PARTICIPANTS?)",
+        f"{dotenv}: REDIS_ULR is not a setting and is ignored (did you mean REDIS_URL?)",
+        "SIGNALING_PING_INTERVALL is not a setting and is ignored "
+        "(did you mean SIGNALING_PING_INTERVAL?)",
+    ]
+
+
+async def test_serve_logs_the_unknown_setting_warning(tmp_path: Path) -> None:
+    dotenv = tmp_path / "settings.env"
+    dotenv.write_text("SIGNALING_MAX_PARTICIPANT=4\n")
+    port = free_port()
+    command = serve_command(port, "--env-file", str(dotenv))
+    async with running(command, clean_env(), b"listening on") as server:
+        pass
+    assert (
+        b"WARNING signaling.config "
+        + f"{dotenv}: SIGNALING_MAX_PARTICIPANT is not a setting".encode()
+        in server.stderr
+    )
+
+
 def test_port_in_use_is_one_line() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -241,24 +322,34 @@ async def test_env_port_is_used() -> None:
             assert await process.wait() == 0
 
 
-async def test_app_factory_under_the_hypercorn_command() -> None:
-    port = free_port()
+HYPERCORN = [
+    sys.executable,
+    "-m",
+    "hypercorn",
+    "-k",
+    "trio",
+    "-c",
+    "python:signaling.server.hypercorn_config",
+    "signaling.server.app:create_app()",
+]
+
+
+def hypercorn_env(port: int, **extra: str) -> dict[str, str]:
     # hypercorn's ping task outlives a closed WebSocket until its next tick, so
     # its shutdown waits for the graceful timeout: keep that short here.
-    env = clean_env(
-        SIGNALING_SERVER_PORT=str(port), SIGNALING_HOST="127.0.0.1", SIGNALING_GRACEFUL_TIMEOUT="1"
+    return clean_env(
+        SIGNALING_SERVER_PORT=str(port),
+        SIGNALING_HOST="127.0.0.1",
+        SIGNALING_GRACEFUL_TIMEOUT="1",
+        **extra,
     )
-    command = [
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "-k",
-        "trio",
-        "-c",
-        "python:signaling.server.hypercorn_config",
-        "signaling.server.app:create_app()",
-    ]
-    async with running(command, env, b"Running on") as server:
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_app_factory_under_the_hypercorn_command(log_format: str) -> None:
+    port = free_port()
+    env = hypercorn_env(port, SIGNALING_LOG_FORMAT=log_format)
+    async with running(HYPERCORN, env, b"Running on") as server:
         process = server.process
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
@@ -269,6 +360,96 @@ async def test_app_factory_under_the_hypercorn_command() -> None:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             await process.wait()
+            await server.stderr_closed.wait()
+    lines = server.stderr.decode().splitlines()
+    # our logging is configured on this path too, in the format asked for
+    if log_format == "json":
+        entries = [json.loads(line) for line in lines]  # every line is JSON
+        messages = [(entry["logger"], entry["message"]) for entry in entries]
+    else:
+        messages = [(line.split()[3], line) for line in lines]
+    assert any(logger == "hypercorn.error" and "Running on" in m for logger, m in messages)
+    assert sum("Running on" in m for _, m in messages) == 1  # once, not twice
+    assert any(logger == "signaling.peer" and "joined session s" in m for logger, m in messages)
+    assert any(logger == "signaling.connection" and "connected from" in m for logger, m in messages)
+    assert any("disconnected (1000" in m for _, m in messages), "\n".join(lines)
+
+
+def test_hypercorn_with_workers_and_no_redis_is_refused_in_one_line() -> None:
+    result = subprocess.run(
+        [*HYPERCORN[:5], "-w", "4", *HYPERCORN[5:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=hypercorn_env(free_port()),
+        cwd=ROOT,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "-w 4 needs REDIS_URL" in lines[0]
+
+
+def test_hypercorn_workers_started_from_code_refuse_too() -> None:
+    """No command line to read: each worker sees the server's own ``Config.workers``."""
+    program = (
+        "import sys; from hypercorn.config import Config; from hypercorn.run import run; "
+        "config = Config.from_object('signaling.server.hypercorn_config'); "
+        "config.worker_class = 'trio'; config.workers = 2; "
+        "config.application_path = 'signaling.server.app:create_app()'; sys.exit(run(config))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=hypercorn_env(free_port()),
+        cwd=ROOT,
+    )
+    # (no exit status to check: hypercorn 0.18's run() stops every worker when
+    # one fails, then returns the status of the last one it joined, often 0)
+    lines = set(result.stderr.strip().splitlines())
+    assert len(lines) == 1, result.stderr  # each worker that got that far says the same
+    assert "2 hypercorn workers need REDIS_URL" in lines.pop()
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_stops_hypercorn_in_one_line() -> None:
+    result = subprocess.run(
+        HYPERCORN,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(SIGNALING_SERVER_PORT="abc"),
+        cwd=ROOT,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SIGNALING_SERVER_PORT='abc'" in lines[0]
+
+
+async def test_hypercorn_workers_with_redis_share_sessions_and_name_themselves(
+    redis_url: str,
+) -> None:
+    port = free_port()
+    env = hypercorn_env(port, REDIS_URL=redis_url)
+    command = [*HYPERCORN[:5], "-w", "2", *HYPERCORN[5:]]
+    async with running(command, env, b"joined the cluster", times=2) as server:
+        url = f"ws://127.0.0.1:{port}/ws"
+        for pair in range(8):
+            async with connect(url, user_id=f"a{pair}") as a, connect(url, user_id=f"b{pair}") as b:
+                await a.join(f"s{pair}")
+                assert (await b.join(f"s{pair}")).participants == [f"a{pair}"]
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await server.process.wait()
+    cluster_lines = [
+        line for line in server.stderr.decode().splitlines() if "joined the cluster" in line
+    ]
+    # each worker's lines carry its worker (pid) and node id
+    assert len({line.split("] ")[0].split("[", 1)[1] for line in cluster_lines}) == 2
+    assert all("worker=" in line and "node=" in line for line in cluster_lines)
 
 
 def test_a_serving_process_keeps_the_collector_off_the_relay_path() -> None:

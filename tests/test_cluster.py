@@ -195,9 +195,39 @@ def test_unreachable_redis_stops_start_up_with_one_line() -> None:
 
     result = run_cli("serve", "--port", "0", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("signaling: configuration error: cannot reach REDIS_URL=")
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("signaling: configuration error: cannot reach REDIS_URL=")
     assert "Traceback" not in result.stderr
+    # only ours: no line from the Redis client's own retries before it
+    assert len(lines) == 2, lines
+    assert "development auth" in lines[0]
+
+
+async def test_a_redis_outage_is_logged_with_its_cause_once(redis_server: RedisServer) -> None:
+    port = free_port()
+    command = serve_command(port, "--redis-url", redis_server.url)
+    async with running(command, clean_env(), b"listening on") as node:
+        async with connect(f"ws://127.0.0.1:{port}/ws", user_id="alice") as alice:
+            await alice.join("s")
+            await redis_server.stop()
+            with trio.fail_after(10), pytest.raises(InternalError, match="unavailable"):
+                await alice.join("t")
+        node.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await node.process.wait()
+            await node.stderr_closed.wait()
+    text = node.stderr.decode()
+    assert "Traceback" not in text
+    assert "NoneType" not in text
+    assert "coredis" not in text
+    lost = [line for line in text.splitlines() if "Redis subscription lost (" in line]
+    assert len(lost) == 1, text  # once per outage, not once per retry
+    joins = [line for line in text.splitlines() if "Redis unavailable for a join: " in line]
+    assert len(joins) == 1, text
+    # the cause, not just an exception's type name
+    assert "127.0.0.1" in joins[0].split("for a join: ", 1)[1], joins[0]
+    # every line names this node
+    assert all(" [node=" in line for line in text.splitlines() if " signaling." in line), text
 
 
 async def test_redis_going_away_keeps_local_sessions_working(

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from signaling.server import Settings
+from signaling.server.config import load_settings
 
 from .conftest import TEST_SETTINGS, Server
 
@@ -149,6 +150,40 @@ async def test_origin_not_allowed_is_refused_before_auth(server: Server) -> None
     assert status == 101
     status, _, _ = await _upgrade(server, {"Origin": ""})
     assert status == 101
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return load_settings(environ={"ALLOWED_ORIGINS": text}, env_file=None).allowed_origins
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        TEST_SETTINGS.replace(
+            allowed_origins=_origins("HTTPS://App.Example.com:443,https://*.example.org")
+        )
+    ],
+)
+async def test_origins_match_as_rfc_6454_compares_them(server: Server) -> None:
+    for origin in (
+        "https://app.example.com",
+        "HTTPS://APP.EXAMPLE.COM",
+        "https://app.example.com:443",
+        "https://a.example.org",
+        "https://a.b.example.org",
+    ):
+        status, _, _ = await _upgrade(server, {"Origin": origin})
+        assert status == 101, origin
+    for origin in (
+        "http://app.example.com",  # another scheme
+        "https://app.example.com:8443",  # another port
+        "https://example.org",  # *. is for subdomains only
+        "https://evil-example.org",
+        "https://a.example.org.evil.net",
+        "https://a.example.org:444",
+    ):
+        status, _, _ = await _upgrade(server, {"Origin": origin})
+        assert status == 403, origin
 
 
 async def test_a_half_sent_request_head_does_not_block_others(server: Server) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+from typing import Any
 
 import pytest
 import trio
@@ -14,7 +15,7 @@ from signaling.client import connect
 from signaling.core.peer import describe_candidate
 from signaling.server.logs import JsonFormatter, TextFormatter
 
-from .conftest import Server, chromium_call
+from .conftest import TEST_SETTINGS, Server, chromium_call, start_server
 from .test_cli import clean_env, free_port, running, serve_command
 
 CALL = chromium_call()
@@ -85,7 +86,7 @@ async def test_a_call_logs_each_event_with_ids_and_no_secrets(
         ("alice", "ice-candidate to bob in session room: end of candidates"),
         ("alice", "connection state in session room: connected"),
         ("bob", "left session room"),
-        ("alice", "disconnected (1000)"),
+        ("alice", "disconnected (1000, by the client)"),
     ]:
         assert any(
             user in (expected[0], None) and message.startswith(expected[1])
@@ -136,3 +137,50 @@ async def test_log_format_json_gives_json_lines() -> None:
     assert joined[0]["user_id"] == "alice"
     assert joined[0]["connection_id"].startswith("c_")
     assert os.linesep not in joined[0]["message"]
+
+
+async def _until_closed(ws: Any) -> None:
+    while True:
+        await ws.get_message()
+
+
+async def test_every_connection_logs_one_line_when_it_ends_with_its_code(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused auth (4401) and auth timeout (4408) too, not only authenticated users."""
+    from trio_websocket import ConnectionClosed, open_websocket_url
+
+    server = await start_server(
+        nursery, TEST_SETTINGS.replace(token_secret="s" * 32, auth_timeout=0.3)
+    )
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    caplog.set_level(logging.INFO, logger="signaling")
+    both_ended = trio.Event()
+    ended: list[str] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("disconnected"):
+                ended.append(record.getMessage())
+                if len(ended) == 2:
+                    both_ended.set()
+
+    watch = Watch()
+    logging.getLogger("signaling").addHandler(watch)
+    async with open_websocket_url(url, subprotocols=["signaling.v1.json"]) as refused:
+        await refused.send_message(json.dumps({"type": "auth", "userId": "a", "token": "bad"}))
+        with pytest.raises(ConnectionClosed), trio.fail_after(5):
+            await _until_closed(refused)
+    async with open_websocket_url(url, subprotocols=["signaling.v1.json"]) as silent:
+        with pytest.raises(ConnectionClosed), trio.fail_after(5):
+            await silent.get_message()
+    with trio.fail_after(5):
+        await both_ended.wait()
+    logging.getLogger("signaling").removeHandler(watch)
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("disconnected")]
+    assert len(ends) == 2, ends
+    assert ends[0].startswith("disconnected (4401: ")
+    assert ends[0].endswith(", by the server)")
+    assert ends[1] == "disconnected (4408: no auth frame within the auth timeout, by the server)"
+    records = [r for r in caplog.records if r.getMessage().startswith("disconnected")]
+    assert [r.event["close_code"] for r in records] == [4401, 4408]  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
 """The Quart (trio) application: HTTP routes and the ASGI ``/ws`` route.
 
-`create_app` is also the app factory for plain hypercorn deployments::
+`create_app` is also the app factory for plain hypercorn deployments (it then
+reads its settings and configures logging as ``signaling serve`` does, see
+`settings_for_asgi_server`)::
 
     hypercorn -k trio -c python:signaling.server.hypercorn_config \\
         'signaling.server.app:create_app()'
@@ -16,6 +18,9 @@ import contextlib
 import contextvars
 import datetime
 import hmac
+import logging
+import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,15 +34,18 @@ from prometheus_client.process_collector import ProcessCollector
 from quart import Response, has_request_context, jsonify, request, send_file, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import RsvBits
 
 from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
 from ..errors import SignalingError
 from ..frames import USER_ID_MAX_LENGTH
-from .config import Settings, load_settings
+from .config import ConfigError, Settings, load_settings
 from .handshake import Refusal, client_ip, negotiate, origin_allowed, origin_refusal
 from .hub import Hub
+from .logs import configure_logging, label_process
 from .metrics import MetricsCollector
 from .socketio import PollingChannel, SocketIOTransport
 
@@ -99,6 +107,33 @@ class _FrameWatch(Extension):
         return RsvBits(False, False, False)
 
 
+_CLOSED_KEY = "signaling.closed"
+
+
+def _keep_close_codes(asgi_app: Any) -> Any:
+    """Keep the code of a WebSocket's ``websocket.disconnect`` in its scope.
+
+    Quart ends the handler on that event and drops its code; the connection's
+    last log line wants it (`AsgiTransport.peer_close`).
+    """
+
+    async def app(scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await asgi_app(scope, receive, send)
+        closed: dict[str, int] = {}
+        scope[_CLOSED_KEY] = closed
+
+        async def watched() -> Any:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                closed.setdefault("code", int(event.get("code", 1005)))
+            return event
+
+        return await asgi_app(scope, watched, send)
+
+    return app
+
+
 def _watch_hypercorn_frames() -> None:
     """Put `_FrameWatch` where hypercorn's WebSocket handshake looks up its extension,
     and keep a client from crashing the server through hypercorn's ping task."""
@@ -119,6 +154,23 @@ def _watch_hypercorn_frames() -> None:
     protocol_send._signaling = True  # type: ignore[attr-defined]
     tcp_server.TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
 
+    echo = ws_stream.WSStream._send_wsproto_event
+
+    async def send_wsproto_event(self: ws_stream.WSStream, event: Any) -> None:
+        # Hypercorn echoes a client's close frame from here, then tells the app
+        # 1006 whatever the client sent: keep the client's code for the app
+        # (`AsgiTransport.peer_close`).
+        if isinstance(event, CloseConnection) and self.connection.state in (
+            ConnectionState.REMOTE_CLOSING,
+            ConnectionState.CLOSED,
+        ):
+            closed = self.scope.get(_CLOSED_KEY)
+            if isinstance(closed, dict):
+                closed.setdefault("code", event.code)
+        await echo(self, event)
+
+    ws_stream.WSStream._send_wsproto_event = send_wsproto_event  # type: ignore[method-assign]
+
 
 class AsgiTransport:
     """`signaling.server.connection.Transport` over an ASGI (Quart) websocket."""
@@ -126,10 +178,16 @@ class AsgiTransport:
     def __init__(self, ws: Websocket, *, text: bool) -> None:
         self._ws = ws
         self._text = text
-        self.peer_close: tuple[int, str] | None = None
+        self._closed: dict[str, int] = ws.scope.get(_CLOSED_KEY, {})  # type: ignore[assignment]
         self.last_activity = trio.current_time()
         """Updated by `_FrameWatch` for every frame the client sends, pongs included."""
         self.outbox: Outbox | None = None
+
+    @property
+    def peer_close(self) -> tuple[int, str] | None:
+        """The client's close code, once hypercorn reported it (`_keep_close_codes`)."""
+        code = self._closed.get("code")
+        return None if code is None else (code, "")
 
     def ping(self) -> None:
         """Hypercorn sends the pings on this path (``websocket_ping_interval``)."""
@@ -163,6 +221,43 @@ def _utc_now_iso() -> str:
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def asgi_server_workers() -> int:
+    """How many worker processes the ASGI server that imported us runs (1 if unknown).
+
+    hypercorn starts each worker as a ``multiprocessing`` process whose target
+    gets the server's ``Config``: its ``workers`` is the count after the
+    command line's ``-w``.
+    """
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None) or {}
+    workers = getattr(kwargs.get("config"), "workers", 1)
+    return workers if isinstance(workers, int) and workers > 0 else 1
+
+
+def settings_for_asgi_server() -> Settings:
+    """Settings for `create_app()` under plain hypercorn, as ``signaling serve`` would
+    take them: from ``.env`` and the environment, logging configured the same
+    way, and a setting that cannot work refused in one line (``SystemExit``,
+    which hypercorn's worker ends on, and hypercorn with it)."""
+    warnings: list[str] = []
+    try:
+        settings = load_settings(warnings=warnings)
+        workers = asgi_server_workers()
+        if workers > 1 and not settings.redis_url:
+            raise ConfigError(
+                f"{workers} hypercorn workers need REDIS_URL: without it each worker "
+                "has its own sessions and users in different workers never meet "
+                "(use -w 1, or `signaling serve --workers N` with REDIS_URL)"
+            )
+    except ConfigError as exc:
+        raise SystemExit(f"signaling: configuration error: {exc}") from None
+    configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:
+        label_process(worker=str(os.getpid()))
+    for warning in warnings:
+        logging.getLogger("signaling.config").warning("%s", warning)
+    return settings
+
+
 def create_app(
     settings: Settings | None = None, *, hub: Hub | None = None, asgi_websocket: bool = True
 ) -> QuartTrio:
@@ -173,7 +268,10 @@ def create_app(
     serving every WebSocket itself.
     """
     if hub is None:
-        hub = Hub(settings if settings is not None else load_settings())
+        factory = settings is None  # plain hypercorn: `create_app()` in each worker
+        hub = Hub(settings if settings is not None else settings_for_asgi_server())
+        if factory and hub.cluster is not None:
+            label_process(node=hub.cluster.node)
     app = QuartTrio("signaling")
     app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
     # HTTP bodies: no route takes more than a message (Engine.IO batches included),
@@ -378,6 +476,7 @@ def create_app(
 
     if asgi_websocket:
         _watch_hypercorn_frames()
+        app.asgi_app = _keep_close_codes(app.asgi_app)  # type: ignore[method-assign]
         app.websocket("/ws")(_asgi_ws(hub))
     return app
 

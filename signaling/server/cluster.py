@@ -194,6 +194,8 @@ class Cluster:
                 if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
                     raise RedisReplyError(f"SUBSCRIBE answered {reply!r}")
                 self.listening = True
+                if delay > 0.1:
+                    log.info("Redis subscription restored")
                 delay = 0.1
                 if not started:
                     started = True
@@ -210,7 +212,12 @@ class Cluster:
             except Exception as exc:
                 self.listening = False
                 self.healthy = False
-                log.error("Redis subscription lost (%s); again in %.1f s", _reason(exc), delay)
+                # once per outage: then quietly, with backoff, until it is back
+                log.log(
+                    logging.ERROR if delay == 0.1 else logging.DEBUG,
+                    "Redis subscription lost (%s); retrying with backoff",
+                    _reason(exc),
+                )
             finally:
                 if link is not None:
                     await link.aclose()
@@ -316,7 +323,7 @@ class Cluster:
             )
         except Exception as exc:
             self.healthy = False
-            log.error("Redis unavailable for a join: %s", type(exc).__name__)
+            log.error("Redis unavailable for a join: %s", _reason(exc))
             connection.deliver(
                 InternalError("sessions are unavailable right now (Redis); try again").to_frame(
                     frame.id
@@ -363,7 +370,7 @@ class Cluster:
                 try:
                     remaining = await self.directory.leave(session_id, user_id, connection_id)
                 except Exception as exc:
-                    log.error("Redis unavailable for a leave: %s", type(exc).__name__)
+                    log.error("Redis unavailable for a leave: %s", _reason(exc))
                     continue
                 self.hub.registry.forget_if_remote_only(session_id)
                 if remaining is None:
@@ -396,7 +403,7 @@ class Cluster:
                 freed = await self.directory.reap()
             except Exception as exc:
                 if self.healthy:
-                    log.error("Redis unavailable: %s; retrying", type(exc).__name__)
+                    log.error("Redis unavailable: %s; retrying", _reason(exc))
                 self.healthy = False
                 freed = []
             else:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "env_example", "load_settings"]
 
@@ -95,13 +95,19 @@ def _stun_urls(text: str) -> tuple[str, ...]:
 
 
 def _origins(text: str) -> tuple[str, ...]:
-    origins = _list(text)
-    for origin in origins:
-        if origin != "*" and "://" not in origin:
-            raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
-        if origin.endswith("/"):
-            raise ValueError(f"{origin!r}: an origin has no path; drop the trailing '/'")
-    return origins
+    from .origins import normalize_origin
+
+    entries = _list(text)
+    origins = []
+    for origin in entries:
+        if origin == "*":
+            origins.append(origin)
+            continue
+        try:
+            origins.append(normalize_origin(origin, wildcard=True))
+        except ValueError as exc:
+            raise ValueError(f"{origin!r}: {exc}" if len(entries) > 1 else str(exc)) from None
+    return tuple(dict.fromkeys(origins))
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -342,7 +348,9 @@ SETTINGS: tuple[Setting, ...] = (
         "--allowed-origins",
         "",
         _origins,
-        "Comma-separated browser origins allowed to open /ws (exact match); empty allows any.",
+        "Comma-separated browser origins allowed to open /ws, like https://app.example.com "
+        "(case and default ports do not matter; https://*.example.com allows its subdomains); "
+        "empty allows any.",
     ),
     Setting(
         "allow_no_origin",
@@ -718,15 +726,46 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+INTERNAL_VARIABLES = frozenset(
+    {"SIGNALING_LISTEN_FD", "SIGNALING_WORKER_INDEX", "SIGNALING_WORKER_COUNT"}
+    | {"SIGNALING_HANDOFF_DIR"}
+)
+"""Variables ``signaling serve --workers`` sets for its workers (not settings)."""
+
+
+def unknown_variables(names: Iterable[str], *, prefixes: tuple[str, ...]) -> list[str]:
+    """A warning for each of ``names`` that starts like one of our settings
+    (``prefixes``) but is none, naming the closest setting."""
+    import difflib
+
+    known = [setting.env for setting in SETTINGS]
+    warnings = []
+    for name in names:
+        if name in INTERNAL_VARIABLES or name in known or not name.startswith(prefixes):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for the settings"
+        warnings.append(f"{name} is not a setting and is ignored ({hint})")
+    return warnings
+
+
+# what our variables start with: a key in .env that does too is probably one mistyped
+_FILE_PREFIXES = tuple(sorted({"SIGNALING_"} | {s.env.split("_")[0] + "_" for s in SETTINGS}))
+
+
 def load_settings(
     flags: Mapping[str, str | None] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     env_file: str | os.PathLike[str] | None = ".env",
+    warnings: list[str] | None = None,
 ) -> Settings:
     """Settings from ``.env``, the environment and CLI flags (by setting name).
 
     Raises `ConfigError` naming the variable or flag and what is wrong.
+    ``warnings``, when given, gets a line for each variable that looks like
+    one of ours but is not (``SIGNALING_*`` in the environment; in the
+    ``.env`` file, anything starting like one of our variables).
     """
     from dotenv import dotenv_values
 
@@ -734,6 +773,12 @@ def load_settings(
     file_values: dict[str, str | None] = {}
     if env_file is not None and Path(env_file).is_file():
         file_values = dotenv_values(env_file)
+    if warnings is not None:
+        warnings += [
+            f"{env_file}: {line}"
+            for line in unknown_variables(file_values, prefixes=_FILE_PREFIXES)
+        ]
+        warnings += unknown_variables(environ, prefixes=("SIGNALING_",))
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         source = setting.env

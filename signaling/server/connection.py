@@ -95,6 +95,7 @@ class Connection:
     """A client connection; it is the `signaling.core.Member` the registry holds."""
 
     __slots__ = (
+        "_closed_by_client",
         "_direct",
         "_scope",
         "bucket",
@@ -139,6 +140,7 @@ class Connection:
         self.pinged_at = -math.inf
         self.close_code: int | None = None
         self.close_reason = ""
+        self._closed_by_client = False
         self._scope: trio.CancelScope | None = None
 
     @property
@@ -236,7 +238,21 @@ class Connection:
                 hub.user_left(user_id)
                 if self.bucket is not None:
                     hub.limiter.release(user_id)
-                log.info("disconnected (%s)", self.close_code, extra=self.log_ids())
+            # one line for every connection, authenticated or not, with its code
+            peer_close = self.transport.peer_close
+            if self.close_code is not None:
+                code, by = self.close_code, "client" if self._closed_by_client else "server"
+            elif peer_close is not None and peer_close[0] != 1006:
+                code, by = peer_close[0], "client"  # the ASGI path: ended by the client's close
+            else:
+                code, by = 1006, "network"  # no close frame either way
+            log.info(
+                "disconnected (%d%s, by the %s)",
+                code,
+                f": {self.close_reason}" if self.close_reason else "",
+                by,
+                extra={**self.log_ids(), "event": {"close_code": code, "closed_by": by}},
+            )
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self.transport.aclose()
 
@@ -273,6 +289,7 @@ class Connection:
                 batch = await self._authenticate(batch)
             if self.peer is None:
                 if self.close_code is None and transport.peer_close is not None:
+                    self._closed_by_client = True
                     self.close(transport.peer_close[0], "")  # the client's close, echoed
                 elif self.close_code is None:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
@@ -289,7 +306,8 @@ class Connection:
                     batch = batch[1:]
                     continue
                 batch = await transport.receive()
-            if transport.peer_close is not None:
+            if transport.peer_close is not None and self.close_code is None:
+                self._closed_by_client = True
                 self.close(transport.peer_close[0], "")
         except ProtocolError as exc:
             log.info("closing %d: %s", exc.code, exc.reason, extra=self.log_ids())

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..codec import CLIENT_CODECS, JSON_SUBPROTOCOL
+from .origins import origin_matches
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -86,16 +87,18 @@ def _trusted(
 def origin_allowed(
     origin: str | None, allowed: tuple[str, ...], *, allow_missing: bool = True
 ) -> bool:
-    """Exact-match origin check (an empty list allows every origin).
+    """Whether ``origin`` is allowed (an empty list allows every origin).
 
-    A request without ``Origin`` (native apps, servers) passes when
+    ``allowed`` holds the setting's entries as `signaling.server.origins`
+    normalized them; case, a default port and ``*.`` subdomains are matched
+    there. A request without ``Origin`` (native apps, servers) passes when
     ``allow_missing``; browsers always send one.
     """
     if origin is None or origin == "":
         return allow_missing
     if not allowed or "*" in allowed:
         return True
-    return origin in allowed
+    return origin_matches(origin, allowed)
 
 
 def origin_refusal(

@@ -13,9 +13,30 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "escape"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "escape", "label_process"]
 
-_FIELDS = ("connection_id", "user_id", "session_id")
+_FIELDS = ("worker", "node", "connection_id", "user_id", "session_id")
+
+_PROCESS: dict[str, str] = {}
+"""What names this process on every line (`label_process`): worker, node."""
+
+
+def label_process(*, worker: str | None = None, node: str | None = None) -> None:
+    """Put ``worker`` (its index, under ``--workers``) and/or ``node`` (its
+    cluster id, with Redis) on every line this process logs from now on, so
+    the lines of several workers or nodes can be told apart."""
+    if worker is not None:
+        _PROCESS["worker"] = worker
+    if node is not None:
+        _PROCESS["node"] = node
+
+
+class _ProcessFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _PROCESS.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
@@ -29,16 +50,23 @@ def escape(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger [connection user] message``; one record, one line.
+    """``time LEVEL logger [worker=… node=…] [connection user] message``; one
+    record, one line (worker and node only when set, see `label_process`).
 
     The ids and the message are escaped (`escape`); a traceback, when there
     is one, follows on its own lines as usual.
     """
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(ids)s%(message)s")
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(where)s%(ids)s%(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        where = [
+            f"{key}={escape(str(getattr(record, key)))}"
+            for key in ("worker", "node")
+            if getattr(record, key, None)
+        ]
+        record.where = f"[{' '.join(where)}] " if where else ""
         connection = getattr(record, "connection_id", None)
         user = getattr(record, "user_id", None)
         record.ids = (
@@ -82,7 +110,11 @@ def configure_logging(level: str, fmt: str) -> None:
     """Send the root logger's records to stderr as ``text`` or ``json``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ProcessFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("hypercorn.error").setLevel(max(logging.getLevelName(level), logging.INFO))
+    # coredis logs each of its connection retries at INFO (and a dropped
+    # connection with an empty traceback); our own lines say what failed
+    logging.getLogger("coredis").setLevel(max(logging.getLevelName(level), logging.WARNING))

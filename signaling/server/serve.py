@@ -20,6 +20,7 @@ from .config import ConfigError
 from .front import FrontDoor
 from .handoff import Workers, serve_handoffs
 from .hub import Hub
+from .logs import label_process
 
 if TYPE_CHECKING:
     import socket
@@ -70,6 +71,9 @@ def hypercorn_values(settings: Settings) -> dict[str, Any]:
         "websocket_ping_interval": settings.ping_interval,
         "keep_alive_timeout": 75.0,
         "accesslog": None,
+        # hypercorn's lines go through our handlers (`configure_logging`), once,
+        # in our format: a Logger object, not a stream hypercorn opens itself
+        "errorlog": logging.getLogger("hypercorn.error"),
         **(
             {"certfile": settings.certfile, "keyfile": settings.keyfile}
             if settings.certfile
@@ -97,6 +101,18 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def hypercorn_config(settings: Settings) -> Config:
     """A hypercorn ``Config`` carrying our values."""
     return Config.from_mapping(hypercorn_values(settings))
+
+
+def listening_line(settings: Settings, port: int, tls: bool) -> str:
+    """The start-up line: where it listens and a URL a person can open."""
+    scheme = "https" if tls else "http"
+    host = settings.host
+    wildcard = host in ("", "0.0.0.0", "::")
+    where = f"all interfaces ({host or '*'}), port {port}" if wildcard else f"{host}:{port}"
+    shown = "localhost" if wildcard else (f"[{host}]" if ":" in host else host)
+    base = f"{scheme}://{shown}:{port}"
+    ws = "wss" if tls else "ws"
+    return f"listening on {where}: open {base}/ (WebSocket at {ws}://{shown}:{port}/ws)"
 
 
 async def serve(
@@ -131,6 +147,9 @@ async def serve(
     workers = Workers.from_environ() if sock is not None else None
     if workers is not None:
         hub.make_sid = workers.make_sid
+        label_process(worker=str(workers.index))
+    if hub.cluster is not None:
+        label_process(node=hub.cluster.node)
     # No ASGI WebSocket route here: the front door serves every upgrade itself.
     app = wrap_app(create_app(settings, hub=hub, asgi_websocket=False), 0, "asgi")
     config = hypercorn_config(settings)
@@ -160,8 +179,7 @@ async def serve(
                 accepting.start_soon(
                     partial(trio.serve_listeners, front.handle, listeners, handler_nursery=handlers)
                 )
-                scheme = "https" if tls else "http"
-                log.info("listening on %s://%s:%d (WebSocket at /ws)", scheme, settings.host, port)
+                log.info("%s", listening_line(settings, port, tls is not None))
                 task_status.started(port)
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
@@ -171,7 +189,8 @@ async def serve(
             # connections still open, every WebSocket gets 1001.
             for listener in listeners:
                 await listener.aclose()
-            log.info("draining: closing %d connections", len(hub.connections))
+            count = len(hub.connections)
+            log.info("draining: closing %d connection%s", count, "" if count == 1 else "s")
             hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
             with trio.move_on_after(settings.graceful_timeout):
                 await hub.wait_closed()
