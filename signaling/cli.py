@@ -18,6 +18,7 @@ def _serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "serve",
         help="run the server (HTTP and /ws on one port)",
         description="Run the signaling server. Each flag overrides its environment variable.",
+        allow_abbrev=False,  # a shortened or mistyped flag is an error, not a guess
     )
     for setting in SETTINGS:
         serve.add_argument(
@@ -41,13 +42,14 @@ def _run_serve(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     from .server.config import ConfigError, load_settings
     from .server.logs import configure_logging
-    from .server.serve import serve, tune_gc
+    from .server.serve import serve, ssl_context, tune_gc
 
     warnings: list[str] = []
     try:
         if args.env_file is not None and not Path(args.env_file).is_file():
             raise ConfigError(f"--env-file {args.env_file!r}: no such file")
         settings = load_settings(vars(args), env_file=args.env_file or ".env", warnings=warnings)
+        ssl_context(settings)  # a certificate that cannot load stops us before anything else
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -172,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     token.add_argument("--ttl", type=_duration, default=600.0, help="lifetime: 600, 10m, 2h")
     token.add_argument("--secret", help="the secret (default: SIGNALING_TOKEN_SECRET)")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # the command's own usage (its flags), not the top-level one
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "serve":
         return _run_serve(args, argv)
     if args.command == "token":

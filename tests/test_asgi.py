@@ -68,6 +68,7 @@ async def test_signaling_through_hypercorns_websocket_path(
 
 async def test_http_routes_on_hypercorn(hypercorn_port: int) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hypercorn_port}") as http:
+        assert (await http.get("/ws")).status_code == 426  # beside the WebSocket route
         assert (await http.get("/health")).json()["status"] == "ok"
         assert (await http.post("/turn/credentials")).json()["iceServers"]
 

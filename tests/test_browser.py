@@ -45,6 +45,8 @@ def test_two_tabs_of_the_root_page_meet_in_one_call(browser_run: dict[str, Any])
     # the README: open http://localhost:3001/ in two tabs, press the button in both
     assert browser_run["two_tabs_connected"] is True
     assert browser_run["default_session"] == "demo"
+    assert browser_run["failed_requests"] == []
+    assert browser_run["favicon_requested"] is False
     assert browser_run["link"].startswith("http://127.0.0.1:")
     assert browser_run["link"].endswith("/")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,6 +111,16 @@ def test_bad_environment_value_stops_start_up_with_one_line() -> None:
     assert len(lines) == 1
     assert "SIGNALING_SERVER_PORT='abc'" in lines[0]
     assert "whole number" in lines[0]
+
+
+def test_an_unknown_flag_shows_the_commands_own_usage() -> None:
+    result = run_cli("serve", "--max-participant", "4")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: signaling serve ")
+    assert "--max-participants" in result.stderr  # serve's flags, to pick the right one
+    assert result.stderr.strip().endswith(
+        "signaling serve: error: unrecognized arguments: --max-participant 4"
+    )
 
 
 def test_bad_flag_value_names_the_flag() -> None:
@@ -466,3 +477,33 @@ def test_a_serving_process_keeps_the_collector_off_the_relay_path() -> None:
     assert result.stdout.strip() == "ok", result.stderr
     cli = (ROOT / "signaling" / "cli.py").read_text()
     assert "tune_gc()" in cli.split("def _run_serve", 1)[1].split("def _run_schema", 1)[0]
+
+
+def test_dev_serve_installs_the_runtime_only(tmp_path: Path) -> None:
+    """``./dev serve`` sets up what the server needs; the test tools come with ``./dev test``."""
+    shutil.copy(ROOT / "dev", tmp_path / "dev")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    # stand-ins for the venv's python (pip) and console script: they record their calls
+    for name in ("python", "signaling"):
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+        stub.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "dev"), "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert "python -m pip install --quiet -e ." in calls
+    assert not any("[dev]" in call for call in calls), calls
+    assert calls[-1] == "signaling serve --port 1"
+    # a second run installs nothing
+    log.write_text("")
+    subprocess.run(["bash", str(tmp_path / "dev"), "serve"], check=True, timeout=60)
+    assert log.read_text().splitlines() == ["signaling serve"]

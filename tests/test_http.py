@@ -256,3 +256,25 @@ async def test_upgrade_without_origin_can_be_refused(server: Server) -> None:
     assert "without Origin" in httpx.Response(200, content=body).json()["message"]
     status, _, _ = await _upgrade(server, {"Origin": APP})
     assert status == 101
+
+
+async def test_ws_opened_as_a_page_says_what_it_is(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        plain = await http.get("/ws")
+        page = await http.get("/ws", headers={"Accept": "text/html", "Host": "<b>x</b>"})
+        named = await http.get("/ws", headers={"Accept": "text/html", "Host": "x.example"})
+        icon = await http.get("/favicon.ico")
+        missing = await http.get("/nope")
+    assert plain.status_code == 426
+    assert plain.headers["upgrade"] == "websocket"
+    assert plain.json()["error"] == "upgrade-required"
+    assert "new WebSocket(" in plain.json()["message"]
+    assert page.status_code == 426
+    assert page.headers["content-type"].startswith("text/html")
+    assert "&#x27;signaling.v1.json&#x27;" in page.text  # escaped for HTML
+    assert "<b>" not in page.text
+    assert "ws://x.example/ws" in named.text
+    assert icon.status_code == 204
+    assert missing.status_code == 404
+    assert "no such endpoint: '/nope'" in missing.json()["message"]
+    assert "requested URL" not in missing.text  # not Werkzeug's text

@@ -101,3 +101,26 @@ def test_unloadable_certificate_is_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert "cannot load SSL_CERTFILE" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_swapped_certificate_and_key_are_named(settings: Settings) -> None:
+    result = run_cli(
+        "serve", "--port", "0", "--certfile", settings.keyfile, "--keyfile", settings.certfile
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "the two look swapped" in lines[0]
+    assert "PEM lib" not in lines[0]
+
+
+def test_a_key_of_another_certificate_is_named(
+    settings: Settings, ca: trustme.CA, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-key.pem"
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other))
+    result = run_cli(
+        "serve", "--port", "0", "--certfile", settings.certfile, "--keyfile", str(other)
+    )
+    assert result.returncode == 2
+    assert "the private key does not belong to the certificate" in result.stderr

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import datetime
 import hmac
+import html
 import logging
 import multiprocessing
 import os
@@ -316,6 +317,13 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         name = (error.name or "error").lower().replace(" ", "-")
+        if error.code == 404:  # in our words, not Werkzeug's
+            return _json_error(
+                404,
+                "not-found",
+                f"no such endpoint: {request.path!r}; see {request.host_url} for the demo and "
+                "the endpoints: /ws, /socket.io/, /health, /metrics, /turn/credentials",
+            )
         return _json_error(error.code or 500, name, error.description or name)
 
     @app.errorhandler(Exception)
@@ -349,6 +357,31 @@ def create_app(
     @app.get("/")
     async def demo() -> Any:
         return await send_file(static / "index.html", mimetype="text/html")
+
+    @app.get("/ws")
+    async def ws_over_plain_http() -> Any:
+        """``/ws`` opened as a page (a browser tab, curl): say what it is."""
+        message = (
+            "/ws is a WebSocket endpoint: open it with "
+            "new WebSocket('ws://HOST/ws', 'signaling.v1.json') (wss:// over TLS); "
+            "the demo page at / shows it working"
+        )
+        if "text/html" in request.headers.get("Accept", ""):
+            page = (
+                "<!doctype html><meta charset=utf-8><title>signaling /ws</title>"
+                f"<p>{html.escape(message.replace('HOST', request.host))}.</p>"
+                "<p><a href='/'>The demo</a></p>"
+            )
+            response = Response(page, status=426, content_type="text/html; charset=utf-8")
+        else:
+            response = _json_error(426, "upgrade-required", message.replace("HOST", request.host))
+        response.headers["Upgrade"] = "websocket"
+        return response
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Any:
+        """No icon, and no 404 in the browser's console for it."""
+        return Response("", status=204, headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/client.js")
     async def client_module() -> Any:

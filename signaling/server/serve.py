@@ -6,6 +6,7 @@ import gc
 import logging
 import ssl
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -90,12 +91,35 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(settings.certfile, settings.keyfile)
     except (OSError, ssl.SSLError) as exc:
+        reason = _pem_problem(settings.certfile, settings.keyfile) or (
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        )
         raise ConfigError(
             f"cannot load SSL_CERTFILE={settings.certfile!r} / SSL_KEYFILE={settings.keyfile!r}: "
-            f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+            f"{reason}"
         ) from None
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def _pem_problem(certfile: str, keyfile: str) -> str | None:
+    """What is wrong with a certificate/key pair OpenSSL refused, in words
+    (OpenSSL itself says ``[SSL] PEM lib``)."""
+    try:
+        cert = Path(certfile).read_text(errors="replace")
+        key = Path(keyfile).read_text(errors="replace")
+    except OSError:
+        return None  # OpenSSL's own error names the file
+    cert_has_cert, key_has_key = "BEGIN CERTIFICATE" in cert, "PRIVATE KEY-----" in key
+    if not cert_has_cert and "PRIVATE KEY-----" in cert and "BEGIN CERTIFICATE" in key:
+        return "the two look swapped: SSL_CERTFILE holds a private key, SSL_KEYFILE a certificate"
+    if not cert_has_cert:
+        return "SSL_CERTFILE holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if not key_has_key:
+        return "SSL_KEYFILE holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+    if "ENCRYPTED" in key:
+        return "SSL_KEYFILE is encrypted with a passphrase; give the server an unencrypted key"
+    return "the private key does not belong to the certificate (or one of them is damaged)"
 
 
 def hypercorn_config(settings: Settings) -> Config:

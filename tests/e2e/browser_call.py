@@ -77,6 +77,8 @@ class ServerThread:
 
 CONSOLE: list[str] = []
 PAGES: list[Any] = []
+REQUESTED: list[str] = []
+FAILED: list[str] = []
 
 
 def open_page(browser: Any, url: str, name: str) -> Any:
@@ -84,6 +86,8 @@ def open_page(browser: Any, url: str, name: str) -> Any:
     page = context.new_page()
     page.on("console", lambda message: CONSOLE.append(f"{name}: {message.text}"))
     page.on("pageerror", lambda error: CONSOLE.append(f"{name} error: {error}"))
+    page.on("request", lambda request: REQUESTED.append(request.url))
+    page.on("response", lambda r: FAILED.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     PAGES.append(page)
     page.goto(url)
     return page
@@ -155,6 +159,9 @@ def main(out: Path) -> dict[str, Any]:
         wait_peers(first, 1)
         wait_peers(second, 1)
         result["two_tabs_connected"] = True
+        # the page asks for nothing the server does not have (a favicon, say)
+        result["failed_requests"] = list(FAILED)
+        result["favicon_requested"] = any("favicon" in url for url in REQUESTED)
         result["default_session"] = first.evaluate("window.demo.session")
         result["link"] = first.inner_text("#link")
 
