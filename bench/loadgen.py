@@ -208,7 +208,7 @@ async def steady_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
     ]
     interval = len(users) / cfg["worker_rate"] if cfg["worker_rate"] else 0.0
     latencies: list[int] = []
-    counts = {"sent": 0, "received": 0}
+    counts = {"sent": 0, "received": 0, "errors": 0}
     all_sent = False
     drained = trio.Event()
     conn.send("ready")
@@ -235,6 +235,9 @@ async def steady_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
     async def receiver(ws: Any, sem: Any) -> None:
         while True:
             frame = json.loads(await ws.get_message())
+            if frame.get("type") != "ice-candidate":  # an error (rate-limited, ...): count it
+                counts["errors"] += 1
+                continue
             latencies.append(time.perf_counter_ns() - int(frame["id"]))
             counts["received"] += 1
             if sem is not None:
@@ -255,7 +258,12 @@ async def steady_worker(cfg: dict[str, Any], conn: Any) -> dict[str, Any]:
         with trio.move_on_at(_trio_deadline(end + 2.0)):
             await drained.wait()
         nursery.cancel_scope.cancel()
-    return {"sent": counts["sent"], "received": counts["received"], "latencies": latencies}
+    return {
+        "sent": counts["sent"],
+        "received": counts["received"],
+        "errors": counts["errors"],
+        "latencies": latencies,
+    }
 
 
 def _partner_ws(users: list[tuple[Any, str, str]], i: int) -> Any:
@@ -377,7 +385,17 @@ def worker_main(cfg: dict[str, Any], conn: Any) -> None:
             nursery.cancel_scope.cancel()
         return result
 
-    conn.send(trio.run(main))
+    try:
+        conn.send(trio.run(main))
+    except BaseExceptionGroup as group:
+        # one line for the first failure (say, the server closed a connection
+        # with 4429: the scenario sends more than the rate limit allows)
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        reason = first.reason if isinstance(first, trio_websocket.ConnectionClosed) else first
+        print(f"load worker: {type(first).__name__}: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 # --- the orchestrator ------------------------------------------------------------
@@ -399,8 +417,10 @@ def ensure_node_modules() -> None:
 
 
 def start_server(
-    kind: str, port: int, cpus: list[int], extra: list[str]
+    kind: str, port: int, cpus: list[int], extra: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
+    """Start the server under test; ``env``: settings as environment variables (so
+    that ``signaling serve`` and the hypercorn factory get the same ones)."""
     if kind == "node-relay":
         ensure_node_modules()
         command = ["node", str(NODE_DIR / "relay.mjs"), str(port)]
@@ -428,13 +448,13 @@ def start_server(
             "127.0.0.1",
             "--port",
             str(port),
-            "--log-level",
-            "warning",
             *extra,
         ]
     process = subprocess.Popen(
         command,
         cwd=ROOT,
+        # quiet unless the scenario asks for more (steady runs at INFO, as deployed)
+        env={**os.environ, "SIGNALING_LOG_LEVEL": "warning", **(env or {})},
         stderr=subprocess.DEVNULL,
         preexec_fn=lambda: os.sched_setaffinity(0, cpus),  # children inherit it
     )
@@ -472,6 +492,29 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
+def wait_for_worker(
+    pipe: Any, procs: list[multiprocessing.Process], timeout: float, doing: str
+) -> Any:
+    """The next message of a load worker; stop at once, saying so, if any worker died
+    (its traceback is above) instead of waiting out ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pipe.poll(0.2):
+            try:
+                return pipe.recv()
+            except EOFError:
+                pass  # it died: say which, below
+        for index, process in enumerate(procs):
+            process.join(0.1 if not process.is_alive() else 0)
+            if not process.is_alive() and process.exitcode not in (0, None):
+                raise SystemExit(
+                    f"load worker {index} exited with {process.exitcode} while {doing} "
+                    "(its error is above)"
+                )
+        if time.monotonic() > deadline:
+            raise SystemExit(f"a load worker was not done {doing} within {timeout:g} s")
+
+
 def commit() -> str:
     try:
         return subprocess.check_output(
@@ -490,17 +533,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if url is None:
         port = free_port()
         extra = list(args.server_arg)
-        if args.server == "signaling":
-            # every generated client comes from 127.0.0.1
-            extra += ["--max-connections-per-ip", "0"]
-            if args.scenario == "saturate":
-                extra += ["--rate-limit", "0"]  # it floods by design: it measures relaying
-            if args.scenario == "steady":
-                # issue 13's conditions: every feature on, default rate limits, logs at INFO
-                extra += ["--log-level", "info"]
+        # the same settings for `signaling serve` and the hypercorn factory
+        env = {"SIGNALING_MAX_CONNECTIONS_PER_IP": "0"}  # every client comes from 127.0.0.1
+        if args.scenario == "saturate":
+            env["SIGNALING_RATE_LIMIT"] = "0"  # it floods by design: it measures relaying
+        if args.scenario == "steady":
+            # issue 13's conditions: every feature on, default rate limits, logs at INFO
+            env["SIGNALING_LOG_LEVEL"] = "info"
         if args.cross_node:
-            return run_cross_node(args, extra, server_cpus, client_cpus)
-        server = start_server(args.server, port, server_cpus, extra)
+            return run_cross_node(args, extra, server_cpus, client_cpus, env)
+        server = start_server(args.server, port, server_cpus, extra, env)
         url = f"ws://127.0.0.1:{port}/ws"
     proc = ServerTree(server.pid) if server else None
     baseline = proc.rss() if proc else 0
@@ -540,9 +582,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pipes.append(parent)
             procs.append(p)
         for parent in pipes:
-            if not parent.poll(600):
-                raise SystemExit("a worker did not get ready in time")
-            assert parent.recv() == "ready"
+            assert wait_for_worker(parent, procs, 600, "getting ready") == "ready"
         result: dict[str, Any] = {
             "scenario": args.scenario,
             "commit": commit(),
@@ -570,9 +610,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             parent.send(start_at)
         outcomes = []
         for parent in pipes:
-            if not parent.poll(args.duration + 900):
-                raise SystemExit("a worker did not finish in time")
-            outcomes.append(parent.recv())
+            outcomes.append(wait_for_worker(parent, procs, args.duration + 900, "running"))
         wall = time.perf_counter() - wall_before
         if proc and cpu_before is not None:
             result["server_cpu_percent"] = round(100 * (proc.cpu() - cpu_before) / wall, 1)
@@ -590,6 +628,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return result
         sent = sum(o["sent"] for o in outcomes)
         received = sum(o["received"] for o in outcomes)
+        errors = sum(o.get("errors", 0) for o in outcomes)
         result.update(
             pairs=args.pairs,
             duration_s=args.duration,
@@ -597,6 +636,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             delivered_msgs_per_s=round(received / args.duration),
             sent=sent,
             delivered=received,
+            errors=errors,
             p50_ms=round(percentile(latencies, 0.5), 2),
             p99_ms=round(percentile(latencies, 0.99), 2),
             max_ms=round(max(latencies) / 1e6, 2) if latencies else None,
@@ -619,7 +659,11 @@ NODE_DIR = ROOT / "bench" / "node"
 
 
 def run_cross_node(
-    args: argparse.Namespace, extra: list[str], server_cpus: list[int], client_cpus: list[int]
+    args: argparse.Namespace,
+    extra: list[str],
+    server_cpus: list[int],
+    client_cpus: list[int],
+    env: dict[str, str],
 ) -> dict[str, Any]:
     """``steady --client node --cross-node``: two nodes sharing a Redis of their own,
     every pair split across them, so every relay goes through Redis. The
@@ -638,7 +682,7 @@ def run_cross_node(
         ports = [free_port(), free_port()]
         redis_url = ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"]
         for port in ports:
-            nodes.append(start_server("signaling", port, server_cpus, extra + redis_url))
+            nodes.append(start_server("signaling", port, server_cpus, extra + redis_url, env))
         url = ",".join(f"ws://127.0.0.1:{port}/ws" for port in ports)
         redis_tree = ServerTree(redis.pid)
         redis_before = redis_tree.cpu()
