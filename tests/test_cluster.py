@@ -344,3 +344,39 @@ async def test_a_burst_of_cross_node_signals_shares_one_publish(
         got = [await next_frame(bob) for _ in range(20)]
         assert [f.data["n"] for f in got] == list(range(20))  # type: ignore[attr-defined]
         assert await _publishes(redis_server) - before == 1
+
+
+async def test_a_socketio_connect_with_a_session_arrives_after_its_seat_is_taken(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    """The old server seated ``auth.sessionId`` before the client heard ``connect``;
+    over several nodes the seat waits for Redis, and CONNECT waits for the seat (a
+    peer told "I'm connected" that joins at once must find it there)."""
+    import trio_websocket
+
+    settings = TEST_SETTINGS.replace(redis_url=redis_url)
+    url_a, hub_a, stop_a = await start_node(nursery, settings)
+    url_b, _, stop_b = await start_node(nursery, settings)
+    assert hub_a.cluster is not None
+    directory = hub_a.cluster.directory
+    slow_join = directory.join
+
+    async def join(*args: object) -> object:
+        await trio.sleep(0.3)  # a Redis that answers late
+        return await slow_join(*args)  # type: ignore[arg-type]
+
+    directory.join = join  # type: ignore[method-assign]
+    socketio_url = url_a.replace("/ws", "/socket.io/?EIO=4&transport=websocket")
+    async with trio_websocket.open_websocket_url(socketio_url) as old:
+        assert (await old.get_message()).startswith("0{")  # Engine.IO open
+        await old.send_message('40{"userId": "alice", "sessionId": "s"}')
+        with trio.fail_after(5):
+            connect_packet = await old.get_message()
+        assert connect_packet.startswith("40{")
+        # what a peer does on hearing "alice is connected": join, expecting her there
+        async with connect(url_b, user_id="bob") as bob:
+            assert (await bob.join("s")).participants == ["alice"]
+        with trio.fail_after(5):
+            assert (await old.get_message()).startswith('42["session-joined"')
+    stop_a.set()
+    stop_b.set()

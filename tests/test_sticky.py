@@ -28,7 +28,8 @@ DOCS = ROOT / "docs" / "deployment.md"
 def nginx_config(port: int, nodes: list[int], folder: Path) -> str:
     """docs/deployment.md's nginx block, on our ports, as a whole nginx.conf."""
     text = DOCS.read_text()
-    block = re.search(r"```nginx\n(.*?)```", text, re.S)
+    # the sticky-session block (the page also shows a single-node proxy block)
+    block = re.search(r"```nginx\n(upstream signaling.*?)```", text, re.S)
     assert block is not None, "docs/deployment.md has an nginx block"
     conf = block.group(1)
     servers = "".join(f"    server 127.0.0.1:{node};\n" for node in nodes)

@@ -101,6 +101,11 @@ class SocketIOTransport:
         self._connected = False
         self._disconnected = False
         self._backlog: list[tuple[bool, bytes | str]] = []
+        self._auto_join = False
+        self._held: list[bytes] | None = None
+        """The CONNECT packet and what follows it, while the join that
+        ``auth.sessionId`` implies is under way (see `send`)."""
+        self._release = False
         if isinstance(inner, PollingChannel):
             inner.owner = self
 
@@ -199,6 +204,7 @@ class SocketIOTransport:
             if isinstance(auth.get("token"), str):
                 frames[0]["token"] = auth["token"]
             if auth.get("sessionId"):
+                self._auto_join = True
                 frames.append(
                     {"type": "join-session", "sessionId": auth["sessionId"], "id": _AUTO_JOIN}
                 )
@@ -238,15 +244,36 @@ class SocketIOTransport:
     # --- server → client ------------------------------------------------------------------
 
     async def send(self, messages: list[bytes], control: list[bytes]) -> None:
-        """The server's v1 frames as Socket.IO packets, in one write."""
-        await self._inner.send([self._translate_out(message) for message in messages], control)
+        """The server's v1 frames as Socket.IO packets, in one write.
+
+        With ``auth.sessionId``, CONNECT waits for that join's answer, as on
+        the old server, where the seat existed before the client heard
+        ``connect``: with several nodes the join waits for Redis, and a client
+        that acts on ``connect`` (a peer that joins because this one told it
+        to) must find the seat taken.
+        """
+        packets: list[bytes] = []
+        for message in messages:
+            packet = self._translate_out(message)
+            if self._held is None:
+                packets.append(packet)
+                continue
+            self._held.append(packet)
+            if self._release:
+                packets += self._held
+                self._held = None
+        await self._inner.send(packets, control)
 
     def _translate_out(self, message: bytes) -> bytes:
         out = _decode_object(message)
         kind = out["type"]
         reply_to = out.pop("replyTo", "")
+        if reply_to == _AUTO_JOIN:
+            self._release = True
         if kind == "welcome":
             self._connected = True
+            if self._auto_join and not self._release:
+                self._held = []
             return b"40" + _encode({"sid": out["connectionId"]})
         if kind == "error" and not self._connected:
             return b"44" + _encode({"message": out["message"], "data": out})

@@ -9,6 +9,7 @@ import { io } from "socket.io-client";
 
 const [url, count, spread] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
 const failures = [];
+const stages = new Map(); // pair -> where it is, to say where a stuck pair stopped
 let upgraded = 0;
 let clients = 0;
 
@@ -35,15 +36,20 @@ const wait = (socket, event) => new Promise((resolve) => socket.once(event, reso
 
 async function pair(n) {
   const sessionId = `pairs-${n}`;
+  stages.set(n, "a connecting");
   const a = client(`a${n}`, sessionId);
   await wait(a, "connect");
   const joined = wait(a, "user-joined");
+  stages.set(n, "b connecting");
   const b = client(`b${n}`, sessionId);
   await wait(b, "connect");
+  stages.set(n, "a waiting for user-joined");
   await joined;
+  stages.set(n, "a waiting for the offer");
   const offered = wait(a, "signal:offer");
   b.emit("signal:offer", { type: "offer", to: `a${n}`, sessionId, data: { sdp: { type: "offer", sdp: `v=0 ${n}` } } });
   const offer = await offered;
+  stages.set(n, "b waiting for the answer");
   const answered = wait(b, "signal:answer");
   a.emit("signal:answer", { type: "answer", to: offer.from, sessionId, data: { sdp: { type: "answer", sdp: `v=0 ${n}` } } });
   const answer = await answered;
@@ -52,11 +58,13 @@ async function pair(n) {
   const ok = offer.data.sdp.sdp === `v=0 ${n}` && answer.from === `a${n}` && a.connected && b.connected;
   a.close();
   b.close();
+  stages.delete(n);
   return ok;
 }
 
 const timer = setTimeout(() => {
-  process.stdout.write(JSON.stringify({ ok: -1, failures: ["timed out", ...failures], upgraded }) + "\n");
+  const stuck = [...stages].map(([n, stage]) => `pair ${n}: ${stage}`);
+  process.stdout.write(JSON.stringify({ ok: -1, failures: ["timed out", ...stuck, ...failures], upgraded }) + "\n");
   process.exit(1);
 }, 30000);
 const results = await Promise.all(Array.from({ length: count }, (_, n) => pair(n).catch((e) => {
