@@ -608,9 +608,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start_at = time.perf_counter() + 0.5
         for parent in pipes:
             parent.send(start_at)
-        outcomes = []
-        for parent in pipes:
-            outcomes.append(wait_for_worker(parent, procs, args.duration + 900, "running"))
+        outcomes = [
+            wait_for_worker(parent, procs, args.duration + 900, "running") for parent in pipes
+        ]
         wall = time.perf_counter() - wall_before
         if proc and cpu_before is not None:
             result["server_cpu_percent"] = round(100 * (proc.cpu() - cpu_before) / wall, 1)
@@ -681,8 +681,9 @@ def run_cross_node(
     try:
         ports = [free_port(), free_port()]
         redis_url = ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"]
-        for port in ports:
-            nodes.append(start_server("signaling", port, server_cpus, extra + redis_url, env))
+        nodes += [
+            start_server("signaling", port, server_cpus, extra + redis_url, env) for port in ports
+        ]
         url = ",".join(f"ws://127.0.0.1:{port}/ws" for port in ports)
         redis_tree = ServerTree(redis.pid)
         redis_before = redis_tree.cpu()

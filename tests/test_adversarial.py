@@ -24,20 +24,22 @@ CANDIDATE = CALL["offerCandidates"][0]
 
 @pytest.fixture
 async def bystanders(server: Server) -> AsyncIterator[tuple[Client, Client]]:
-    async with connect(server.url, user_id="alice") as alice:
-        async with connect(server.url, user_id="bob", encoding="msgpack") as bob:
-            await alice.join("calm")
-            await bob.join("calm")
-            with trio.fail_after(5):
-                await alice.receive()
-            yield alice, bob
-            # the call carries on after whatever the hostile client did
-            await alice.send_candidate("bob", "calm", CANDIDATE)
-            with trio.fail_after(5):
-                frame = await bob.receive()
-            assert isinstance(frame, RelayedIceCandidate)
-            assert frame.from_ == "alice"
-            assert server.hub.registry.participants("calm") == ["alice", "bob"]
+    async with (
+        connect(server.url, user_id="alice") as alice,
+        connect(server.url, user_id="bob", encoding="msgpack") as bob,
+    ):
+        await alice.join("calm")
+        await bob.join("calm")
+        with trio.fail_after(5):
+            await alice.receive()
+        yield alice, bob
+        # the call carries on after whatever the hostile client did
+        await alice.send_candidate("bob", "calm", CANDIDATE)
+        with trio.fail_after(5):
+            frame = await bob.receive()
+        assert isinstance(frame, RelayedIceCandidate)
+        assert frame.from_ == "alice"
+        assert server.hub.registry.participants("calm") == ["alice", "bob"]
 
 
 class Hostile:

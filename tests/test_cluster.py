@@ -176,17 +176,19 @@ async def test_killed_node_participants_leave(nursery: trio.Nursery, redis_url: 
     url_a, _, stop_a = await start_node(nursery, settings)
     port = free_port()
     command = serve_command(port, "--redis-url", redis_url, "--node-ttl", "1")
-    async with running(command, clean_env(), b"listening on") as node_b:
-        async with connect(url_a, user_id="alice") as alice:
-            await alice.join("s")
-            async with connect(f"ws://127.0.0.1:{port}/ws", user_id="bob") as bob:
-                await bob.join("s")
-                assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
-                node_b.process.send_signal(signal.SIGKILL)
-                start = trio.current_time()
-                with trio.fail_after(10):
-                    assert await alice.receive() == UserLeft(session_id="s", user_id="bob")
-                assert trio.current_time() - start <= 1.0 + 1.0  # ttl + one heartbeat period
+    async with (
+        running(command, clean_env(), b"listening on") as node_b,
+        connect(url_a, user_id="alice") as alice,
+    ):
+        await alice.join("s")
+        async with connect(f"ws://127.0.0.1:{port}/ws", user_id="bob") as bob:
+            await bob.join("s")
+            assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+            node_b.process.send_signal(signal.SIGKILL)
+            start = trio.current_time()
+            with trio.fail_after(10):
+                assert await alice.receive() == UserLeft(session_id="s", user_id="bob")
+            assert trio.current_time() - start <= 1.0 + 1.0  # ttl + one heartbeat period
     stop_a.set()
 
 

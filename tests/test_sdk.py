@@ -198,28 +198,32 @@ async def test_requests_time_out_and_the_connection_stays(nursery: trio.Nursery)
 
 async def test_closed_is_set_when_the_server_dies() -> None:
     port = free_port()
-    async with running(serve_command(port), clean_env(), b"listening on") as node:
-        async with connect(f"ws://127.0.0.1:{port}/ws", user_id="a") as client:
-            node.process.send_signal(signal.SIGKILL)
-            with trio.fail_after(5):
-                closed = await client.wait_closed()  # without calling receive()
-            assert closed.code == 1006
-            assert client.closed is closed
-            assert not client.connected
-            with pytest.raises(ConnectionClosed):
-                await client.join("s")
+    async with (
+        running(serve_command(port), clean_env(), b"listening on") as node,
+        connect(f"ws://127.0.0.1:{port}/ws", user_id="a") as client,
+    ):
+        node.process.send_signal(signal.SIGKILL)
+        with trio.fail_after(5):
+            closed = await client.wait_closed()  # without calling receive()
+        assert closed.code == 1006
+        assert client.closed is closed
+        assert not client.connected
+        with pytest.raises(ConnectionClosed):
+            await client.join("s")
 
 
 async def test_a_server_gone_silent_is_noticed_by_the_keepalive() -> None:
     port = free_port()
-    async with running(serve_command(port), clean_env(), b"listening on") as node:
-        async with connect(f"ws://127.0.0.1:{port}/ws", user_id="a", keepalive=0.3) as client:
-            node.process.send_signal(signal.SIGSTOP)  # no FIN, no answers
-            try:
-                with trio.fail_after(5):
-                    closed = await client.wait_closed()
-            finally:
-                node.process.send_signal(signal.SIGCONT)
+    async with (
+        running(serve_command(port), clean_env(), b"listening on") as node,
+        connect(f"ws://127.0.0.1:{port}/ws", user_id="a", keepalive=0.3) as client,
+    ):
+        node.process.send_signal(signal.SIGSTOP)  # no FIN, no answers
+        try:
+            with trio.fail_after(5):
+                closed = await client.wait_closed()
+        finally:
+            node.process.send_signal(signal.SIGCONT)
     assert closed.code == 1006
     assert "did not answer a ping within 0.3 s" in closed.reason
 

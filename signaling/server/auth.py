@@ -165,9 +165,9 @@ class _KeySet:
 
     async def key(self, kid: str) -> Any:
         """The key for ``kid``, fetching when stale or (throttled) when unknown."""
-        if self._clock() >= self._expires:
-            await self._fetch()
-        elif kid not in self._keys and self._clock() - self._last_fetch >= REFETCH_INTERVAL:
+        stale = self._clock() >= self._expires
+        unknown = kid not in self._keys and self._clock() - self._last_fetch >= REFETCH_INTERVAL
+        if stale or unknown:
             await self._fetch()
         try:
             return self._keys[kid]
@@ -378,9 +378,9 @@ class TokenSessions:
 
     async def authorize_join(self, identity: Identity, session_id: str) -> None:
         """Refuse sessions outside the claim; identities without one pass on."""
-        if identity.sessions is not None and identity.sessions != "*":
-            if session_id not in identity.sessions:
-                raise Forbidden(f"your token does not allow session {session_id!r}")
+        sessions = identity.sessions
+        if sessions is not None and sessions != "*" and session_id not in sessions:
+            raise Forbidden(f"your token does not allow session {session_id!r}")
         if self.then is not None:
             await self.then.authorize_join(identity, session_id)
 

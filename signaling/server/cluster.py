@@ -204,9 +204,10 @@ class Cluster:
                     nursery.start_soon(self._keep_alive, link, idle, nursery.cancel_scope)
                     while True:
                         for message in await link.receive():
-                            if type(message) is list and len(message) == 3:
-                                if message[0] == b"message":
-                                    self._receive(message[2])
+                            if type(message) is list and len(message) == 3 and (
+                                message[0] == b"message"
+                            ):
+                                self._receive(message[2])
                 # only the keep-alive ends the loop above without an exception
                 raise TimeoutError(link.lost)
             except Exception as exc:
@@ -277,9 +278,13 @@ class Cluster:
     ) -> None:
         registry = self.hub.registry
         current = registry.seat(session_id, user_id)
-        if previous_node == self.node and current is not None and not current.is_remote:  # type: ignore[attr-defined]
-            if getattr(current, "connection_id", None) == previous_id:
-                current.evict(session_id)
+        if (
+            previous_node == self.node
+            and current is not None
+            and not current.is_remote  # type: ignore[attr-defined]
+            and getattr(current, "connection_id", None) == previous_id
+        ):
+            current.evict(session_id)
         if not self._local_peers(session_id) and current is None:
             return
         if isinstance(current, RemotePeer) and (current.node, current.connection_id) == (

@@ -226,7 +226,7 @@ class CloudflareTurn:
         urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
         if not self._allow_53:
             # browsers block port 53; Cloudflare lists it for restrictive networks
-            urls = [url for url in urls if not _port(url) == 53]
+            urls = [url for url in urls if _port(url) != 53]
         if not urls:
             return []
         if server.username is None and server.credential is None:

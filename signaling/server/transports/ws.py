@@ -34,6 +34,7 @@ transport goes through the trio stream as before):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 from typing import TYPE_CHECKING
@@ -115,10 +116,8 @@ class Reactor:
     def unwatch(self, fd: int) -> None:
         """Stop watching ``fd`` (a no-op if it is not watched)."""
         if self._watched.pop(fd, None) is not None:
-            try:
+            with contextlib.suppress(OSError):  # closed already: the kernel dropped it
                 self._epoll.unregister(fd)
-            except OSError:
-                pass  # closed already: the kernel dropped it from the set
 
     async def _run(self) -> None:
         epoll = self._epoll
