@@ -159,7 +159,10 @@ def _run_token(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signaling`` console script."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="signaling", description="WebRTC signaling server")
+    parser.add_argument("--version", action="version", version=f"signaling {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _serve_parser(subparsers)
     schema = subparsers.add_parser("schema", help="write protocol/schema.json from the frames")

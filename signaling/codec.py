@@ -1,6 +1,6 @@
 """JSON and MessagePack codecs, built once and reused for every frame.
 
-The subprotocol a client offers picks the codec (PROTOCOL.md "Transport"):
+The subprotocol a client offers picks the codec (protocol/SPEC.md §1):
 ``signaling.v1.json`` (text frames, also the default) or
 ``signaling.v1.msgpack`` (binary frames). Both carry the same shapes.
 """

@@ -45,7 +45,7 @@ __all__ = [
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server uses (PROTOCOL.md "Close codes")."""
+    """WebSocket close codes the server uses (protocol/SPEC.md §7)."""
 
     NORMAL = 1000
     GOING_AWAY = 1001

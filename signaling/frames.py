@@ -6,9 +6,9 @@ names are snake_case here and camelCase on the wire. Optional fields use
 ``UNSET`` so that an absent field stays absent when a frame is re-encoded.
 
 Schema evolution follows msgspec's rules: new fields get defaults, the type of
-an existing field never changes (see PROTOCOL.md, "you may add, never change").
+an existing field never changes (the protocol may add, never change: protocol/SPEC.md).
 
-The ``data`` of a signal is relayed as sent (protocol/SPEC.md "Signals"): it
+The ``data`` of a signal is relayed as sent (protocol/SPEC.md §3): it
 is kept as the plain object the client sent, every field of it, known or
 not. `SdpData` and `CandidateData` are only the views the server checks it
 against: what it needs to be a signal at all, and what it logs.
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 ID_MAX_LENGTH = 64
-"""PROTOCOL.md: a frame's ``id`` is a string of at most 64 characters."""
+"""protocol/SPEC.md §1: a frame's ``id`` is a string of at most 64 characters."""
 USER_ID_MAX_LENGTH = 128
 """Longest ``userId`` accepted (Firebase's ``sub`` limit)."""
 SESSION_ID_MAX_LENGTH = 128
@@ -78,7 +78,7 @@ ErrorCode = Literal[
     "replaced",
     "internal",
 ]
-"""The error codes of PROTOCOL.md."""
+"""The error codes of protocol/SPEC.md §6."""
 
 
 class _Object(msgspec.Struct, rename="camel", omit_defaults=True, gc=False):

@@ -508,3 +508,18 @@ def test_dev_serve_installs_the_runtime_only(tmp_path: Path) -> None:
     log.write_text("")
     subprocess.run(["bash", str(tmp_path / "dev"), "serve"], check=True, timeout=60)
     assert log.read_text().splitlines() == ["signaling serve"]
+
+
+def test_the_version_is_written_once() -> None:
+    """``signaling.__version__`` is the version; the package metadata and
+    ``signaling --version`` read it from there."""
+    import importlib.metadata
+    import tomllib
+
+    import signaling
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project
+    assert project["dynamic"] == ["version"]
+    assert importlib.metadata.version("signaling") == signaling.__version__
+    assert run_cli("--version").stdout.strip() == f"signaling {signaling.__version__}"

@@ -185,3 +185,14 @@ def test_the_blocks_not_run_are_still_there() -> None:
     """`NOT_RUN` names real blocks (a renamed block must not slip out of the test)."""
     firsts = {_first_line(text) for _, _, text in _readme_blocks()}
     assert set(NOT_RUN) <= firsts
+
+
+def test_the_code_points_at_the_spec_by_section() -> None:
+    """References to the protocol name ``protocol/SPEC.md §n`` (a section that
+    exists), never the shared contract's file, which is not in this repository."""
+    sections = set(re.findall(r"(?m)^## (\d+)\. ", (ROOT / "protocol" / "SPEC.md").read_text()))
+    for path in [*(ROOT / "signaling").rglob("*.py"), *(ROOT / "tests").glob("*.py")]:
+        text = path.read_text()
+        assert "PROTOCOL" + ".md" not in text, path
+        for number in re.findall(r"SPEC\.md §(\d+)", text):
+            assert number in sections, f"{path}: SPEC.md §{number}"

@@ -1,4 +1,4 @@
-"""Every rule of PROTOCOL.md over real sockets on 127.0.0.1, in both encodings."""
+"""Every rule of protocol/SPEC.md §5 over real sockets on 127.0.0.1, in both encodings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The rules of PROTOCOL.md for one authenticated connection."""
+"""The rules of protocol/SPEC.md §5 for one authenticated connection."""
 
 from __future__ import annotations
 

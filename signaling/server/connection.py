@@ -44,8 +44,8 @@ FLOOD_GRACE = 1.0
 """Seconds a sender may stay over the rate limit before its strikes close it.
 
 A burst (a client trickling all its ICE candidates at once) is answered frame
-by frame with ``rate-limited``. A sender is flooding (PROTOCOL.md: "persistent
-flooding after warnings") once it has had ``flood_strikes`` frames refused in
+by frame with ``rate-limited``. A sender is flooding (protocol/SPEC.md §5 rule 9,
+and §7: 4429) once it has had ``flood_strikes`` frames refused in
 one run of refusals lasting this long; a run ends when no frame was refused
 for this long.
 """
@@ -399,7 +399,7 @@ class Connection:
     async def _authenticate(
         self, batch: list[tuple[bool, bytes | str]] | None
     ) -> list[tuple[bool, bytes | str]] | None:
-        """Handle the first frame (PROTOCOL.md "Connection lifecycle"); return the rest."""
+        """Handle the first frame (protocol/SPEC.md §2); return the rest."""
         if not batch:
             return None
         is_text, payload = batch[0]
