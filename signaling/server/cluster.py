@@ -204,8 +204,10 @@ class Cluster:
                     nursery.start_soon(self._keep_alive, link, idle, nursery.cancel_scope)
                     while True:
                         for message in await link.receive():
-                            if type(message) is list and len(message) == 3 and (
-                                message[0] == b"message"
+                            if (
+                                type(message) is list
+                                and len(message) == 3
+                                and (message[0] == b"message")
                             ):
                                 self._receive(message[2])
                 # only the keep-alive ends the loop above without an exception
