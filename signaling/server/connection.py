@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from ..frames import ClientFrame, ServerFrame
     from .auth import Identity
     from .hub import Hub
+    from .transports.base import Transport
 
-__all__ = ["CLOSE_TIMEOUT", "Connection", "Transport"]
+__all__ = ["CLOSE_TIMEOUT", "Connection"]
 
 log = logging.getLogger("signaling.connection")
 
@@ -49,46 +50,6 @@ and §7: 4429) once it has had ``flood_strikes`` frames refused in
 one run of refusals lasting this long; a run ends when no frame was refused
 for this long.
 """
-
-
-class Transport(Protocol):
-    """How a connection reads and writes WebSocket messages."""
-
-    @property
-    def peer_close(self) -> tuple[int, str] | None:
-        """The client's close code and reason, once it sent a close frame."""
-        ...
-
-    @property
-    def last_activity(self) -> float:
-        """`trio.current_time` of the last bytes received (any frame, pongs included)."""
-        ...
-
-    outbox: Outbox | None
-    """Where the transport queues its own control frames (pongs, pings)."""
-
-    def ping(self) -> None:
-        """Queue a WebSocket ping (a no-op where the server below pings by itself)."""
-        ...
-
-    async def receive(self) -> list[tuple[bool, bytes | str]] | None:
-        """The next messages as ``(is_text, payload)``; None after close or EOF.
-
-        Raises `ProtocolError` when the client breaks RFC 6455.
-        """
-        ...
-
-    async def send(self, messages: list[bytes], control: list[bytes]) -> None:
-        """Write transport ``control`` frames, then ``messages``, as few writes as possible."""
-        ...
-
-    async def send_close(self, code: int, reason: str) -> None:
-        """Send the close frame."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the underlying connection."""
-        ...
 
 
 class Connection:

@@ -21,7 +21,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from .handoff import hand_off
 from .handshake import Refusal, client_ip, negotiate, origin_refusal
 from .http1 import HeadError, Request, find_head_end, parse_head
-from .socketio import PollingChannel, SocketIOTransport
+from .transports.socketio import SocketIOTransport
 from .transports.ws import RECEIVE_SIZE, LeanTransport
 from .websocket import (
     OP_TEXT,
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from hypercorn.trio.worker_context import WorkerContext
     from hypercorn.typing import AppWrapper, LifespanState
 
-    from .connection import Connection, Transport
+    from .connection import Connection
     from .handoff import Workers
     from .hub import Hub
+    from .transports.base import Transport
+    from .transports.polling import PollingChannel
 
 __all__ = ["FrontDoor"]
 

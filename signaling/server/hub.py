@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from ..frames import ClientFrame
     from .cluster import Cluster
     from .config import Settings
-    from .connection import Transport
-    from .socketio import PollingChannel
+    from .transports.base import Transport
+    from .transports.polling import PollingChannel
 
 __all__ = ["Hub"]
 

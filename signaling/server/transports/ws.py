@@ -147,7 +147,7 @@ class Reactor:
 
 
 class LeanTransport:
-    """`signaling.server.connection.Transport` over a raw trio stream (see the module)."""
+    """`signaling.server.transports.base.Transport` over a raw trio stream (see the module)."""
 
     __slots__ = (
         "_deflate",
