@@ -42,6 +42,7 @@ from .metrics import MetricsCollector
 from .transports.asgi import OPENING, AsgiTransport, keep_close_codes, watch_hypercorn_frames
 from .transports.polling import PollingChannel
 from .transports.socketio import SocketIOTransport
+from .transports.ws import Reactor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -102,14 +103,21 @@ def settings_for_asgi_server() -> Settings:
 
 
 def create_app(
-    settings: Settings | None = None, *, hub: Hub | None = None, asgi_websocket: bool = True
+    settings: Settings | None = None,
+    *,
+    hub: Hub | None = None,
+    asgi_websocket: bool = True,
+    polling: dict[str, PollingChannel] | None = None,
 ) -> QuartTrio:
     """The application; settings come from the environment and ``.env`` when omitted.
 
     ``asgi_websocket``: serve ``/ws`` through the ASGI server's own WebSocket
     path (plain hypercorn); ``signaling serve`` turns it off, its front door
-    serving every WebSocket itself.
+    serving every WebSocket itself. ``polling``: the Engine.IO long-polling
+    sessions by sid (``signaling serve`` shares the table with its front door,
+    which upgrades them).
     """
+    polling = {} if polling is None else polling
     if hub is None:
         factory = settings is None  # plain hypercorn: `create_app()` in each worker
         hub = Hub(settings if settings is not None else settings_for_asgi_server())
@@ -128,7 +136,7 @@ def create_app(
     async def start_background() -> None:
         await app.nursery.start(hub.serve_heartbeat)
         if hub.cluster is not None:
-            await app.nursery.start(hub.cluster.serve)
+            await app.nursery.start(hub.cluster.serve, Reactor.current().after_round)
 
     settings = hub.settings
 
@@ -175,7 +183,7 @@ def create_app(
         return _json_error(500, "internal", "internal server error")
 
     metrics_registry = CollectorRegistry(auto_describe=False)
-    metrics_registry.register(MetricsCollector(hub))
+    metrics_registry.register(MetricsCollector(hub.stats, hub.registry, hub.connections, hub.ice))
     ProcessCollector(registry=metrics_registry)
 
     @app.get("/metrics")
@@ -281,18 +289,18 @@ def create_app(
                 max_payload=settings.max_message_bytes,
             )
             connection = hub.open(transport, CLIENT_CODECS[JSON_SUBPROTOCOL], ip, ip)
-            hub.polling[channel.sid] = channel
+            polling[channel.sid] = channel
 
             async def run() -> None:
                 try:
                     await connection.run()
                 finally:
-                    hub.polling.pop(channel.sid, None)
+                    polling.pop(channel.sid, None)
 
             app.nursery.start_soon(run)
             body = await channel.poll(settings.ping_interval)
             return Response(body, content_type="text/plain; charset=UTF-8")
-        known = hub.polling.get(sid)
+        known = polling.get(sid)
         if known is None:
             return _json_error(400, "session-unknown", "unknown Engine.IO session id")
         if request.method == "POST":

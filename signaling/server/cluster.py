@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import trio
@@ -23,13 +23,14 @@ from ..errors import InternalError, SessionFull
 from ..frames import ServerFrame, UserJoined, UserLeft
 from .backend.redis import RedisDirectory, Seat
 from .backend.resp import RedisReplyError, RespLink, command
-from .transports.ws import Reactor
 
 if TYPE_CHECKING:
-    from ..core import Peer
+    from collections.abc import Callable, Collection, Mapping
+
+    from ..core import Peer, Registry
     from ..frames import JoinSession
+    from .config import Settings
     from .connection import Connection
-    from .hub import Hub
 
 __all__ = ["Cluster", "RemotePeer"]
 
@@ -74,10 +75,23 @@ class RemotePeer:
         """The ``joined`` op sent to its node carries the eviction."""
 
 
+class ClusterNode(Protocol):
+    """What the cluster uses of its node (`signaling.server.hub.Hub`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def connections(self) -> Collection[Connection]: ...
+    @property
+    def by_connection_id(self) -> Mapping[str, Connection]: ...
+
+
 class Cluster:
     """This node's link to the others through Redis."""
 
-    def __init__(self, hub: Hub, url: str, node: str | None = None) -> None:
+    def __init__(self, hub: ClusterNode, url: str, node: str | None = None) -> None:
         self.hub = hub
         self.node = node or secrets.token_hex(6)
         ttl = hub.settings.node_ttl
@@ -444,9 +458,19 @@ class Cluster:
                 for node in {seat.node for seat in result.seats.values()} - {self.node}:
                     self.send(node, op)
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the node's Redis side: heartbeat, reaper, listener, flusher."""
-        after_round = Reactor.current().after_round
+    async def serve(
+        self,
+        after_round: list[Callable[[float], None]] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the node's Redis side: heartbeat, reaper, listener, flusher.
+
+        ``after_round``: hooks run after every round of the transport's reads
+        (`signaling.server.transports.ws.Reactor.after_round`, handed in by
+        the app): the flush linger ends on that clock while traffic flows.
+        """
+        after_round = [] if after_round is None else after_round
         after_round.append(self._after_round)
         try:
             async with self.directory, trio.open_nursery() as nursery:

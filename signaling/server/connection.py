@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -26,13 +26,17 @@ from .outbox import Outbox
 from .websocket import ProtocolError
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     from msgspec import UnsetType
 
     from ..codec import Codec
-    from ..core import TokenBucket
+    from ..core import RateLimiter, Registry, TokenBucket
     from ..frames import ClientFrame, ServerFrame
-    from .auth import Identity
-    from .hub import Hub
+    from .auth import Authenticator, Authorizer, Identity
+    from .config import Settings
+    from .ice import IceServersProvider
+    from .stats import Stats
     from .transports.base import Transport
 
 __all__ = ["CLOSE_TIMEOUT", "Connection"]
@@ -50,6 +54,54 @@ and §7: 4429) once it has had ``flood_strikes`` frames refused in
 one run of refusals lasting this long; a run ends when no frame was refused
 for this long.
 """
+
+
+class ClusterLink(Protocol):
+    """What a connection asks of the other nodes (`signaling.server.cluster.Cluster`)."""
+
+    async def join(self, connection: Connection, frame: JoinSession) -> None:
+        """Take a seat through the shared directory, then here."""
+        ...
+
+    def leaving(self, peer: Peer, sessions: list[str]) -> None:
+        """``peer`` left ``sessions``: free its seats for the other nodes."""
+        ...
+
+
+class Node(Protocol):
+    """What a connection uses of the node it lives on (`signaling.server.hub.Hub`):
+    named here, so this module needs nothing of the Hub's."""
+
+    # read-only (properties): the Hub's own, narrower types satisfy them
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def limiter(self) -> RateLimiter: ...
+    @property
+    def authenticator(self) -> Authenticator: ...
+    @property
+    def authorizer(self) -> Authorizer: ...
+    @property
+    def ice(self) -> IceServersProvider: ...
+    @property
+    def cluster(self) -> ClusterLink | None: ...
+    @property
+    def by_user(self) -> Counter[str]: ...
+
+    corked: bool
+    """Set while one read's frames are applied: relays queue instead of writing at once."""
+
+    def remove(self, connection: Connection) -> None:
+        """Forget a connection that has ended."""
+        ...
+
+    def user_left(self, user_id: str) -> None:
+        """One connection of ``user_id`` fewer."""
+        ...
 
 
 class Connection:
@@ -78,7 +130,7 @@ class Connection:
     )
 
     def __init__(
-        self, hub: Hub, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
+        self, hub: Node, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
     ) -> None:
         self.hub = hub
         self.ip = ip

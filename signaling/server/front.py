@@ -140,8 +140,11 @@ class FrontDoor:
         state: LifespanState,
         ssl_context: ssl.SSLContext | None = None,
         workers: Workers | None = None,
+        polling: dict[str, PollingChannel] | None = None,
     ) -> None:
         self.hub = hub
+        self.polling = {} if polling is None else polling
+        """Engine.IO long-polling sessions by sid (the app's table: `create_app`)."""
         self._ssl = ssl_context
         self._workers = workers
         self._app = app
@@ -321,7 +324,7 @@ class FrontDoor:
         client that breaks RFC 6455 during it gets its close code.
         """
         settings = self.hub.settings
-        channel = self.hub.polling.get(sid)
+        channel = self.polling.get(sid)
         refusal = _check_upgrade(headers) or origin_refusal(
             headers.get("origin", [None])[0],
             settings.allowed_origins,
@@ -371,7 +374,7 @@ class FrontDoor:
                             # answer the waiting GET so the client can pause polling, send 5
                             channel.control_packet("6")
                         elif packet == "5" and channel.owner is not None:
-                            self.hub.polling.pop(sid, None)
+                            self.polling.pop(sid, None)
                             websocket.closed = trio.Event()
                             channel.owner.upgrade(websocket, batch[index + 1 :])
                             break

@@ -16,7 +16,7 @@ from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
 from .handshake import Refusal, cap_key
 from .ice import IceServersProvider, ice_provider
-from .metrics import Stats
+from .stats import Stats
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .cluster import Cluster
     from .config import Settings
     from .transports.base import Transport
-    from .transports.polling import PollingChannel
 
 __all__ = ["Hub"]
 
@@ -62,8 +61,6 @@ class Hub:
         self.connections: set[Connection] = set()
         self.by_ip: Counter[str] = Counter()
         self.by_connection_id: dict[str, Connection] = {}
-        self.polling: dict[str, PollingChannel] = {}
-        """Engine.IO long-polling sessions by sid."""
         self.make_sid: Callable[[], str] = lambda: secrets.token_urlsafe(12)
         """New Engine.IO session ids (``--workers``: ids that name this worker)."""
         self.cluster: Cluster | None = None

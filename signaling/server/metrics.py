@@ -1,16 +1,14 @@
-"""Counters for ``GET /metrics``: plain integers on the hot path, Prometheus at scrape.
+"""``GET /metrics``: the node's counters (`signaling.server.stats`) and tables as
+Prometheus metric families, made at scrape time.
 
-Incrementing a prometheus-client metric takes a lock and a label lookup; a
-node relays tens of thousands of frames a second, so the hot paths bump
-plain dict entries here and `Collector` turns them into metric families only
-when Prometheus scrapes.
+The collector reads what it is given, not the Hub: the `Stats`, the session
+registry, the live set of connections (for their outboxes) and the ICE
+provider (for its upstream counters, when it has them).
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,63 +18,41 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .stats import LATENCY_BUCKETS
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections import Counter
+    from collections.abc import Collection, Iterator, Sized
 
-    from .hub import Hub
+    from ..core import Registry
+    from .stats import Stats
 
-__all__ = ["LATENCY_BUCKETS", "MetricsCollector", "Stats"]
-
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-"""Seconds: upper bounds of the relay latency histogram."""
+__all__ = ["MetricsCollector"]
 
 
-class Stats:
-    """What happened on this node, counted cheaply."""
-
-    __slots__ = (
-        "closes",
-        "errors",
-        "frames_in",
-        "frames_out",
-        "latency_buckets",
-        "latency_count",
-        "latency_sum",
-        "rate_limited",
-        "upgrades_refused",
-    )
-
-    def __init__(self) -> None:
-        self.frames_in: Counter[str] = Counter()
-        self.frames_out: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.closes: Counter[int] = Counter()
-        self.upgrades_refused: Counter[str] = Counter()
-        self.rate_limited = 0
-        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-
-    def observe_latency(self, seconds: float, frames: int) -> None:
-        """``frames`` frames waited ``seconds`` between routing and their write."""
-        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += frames
-        self.latency_sum += seconds * frames
-        self.latency_count += frames
+class _Queued(Protocol):
+    @property
+    def outbox(self) -> Sized: ...
 
 
 class MetricsCollector(Collector):
-    """Reads a `Hub` and its `Stats` at scrape time."""
+    """Reads a node's `Stats`, registry, connections and ICE provider at scrape time."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self, stats: Stats, registry: Registry, connections: Collection[_Queued], ice: object
+    ) -> None:
+        self.stats = stats
+        self.registry = registry
+        self.connections = connections
+        """The node's live set (read at each scrape, never copied)."""
+        self.ice = ice
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of one scrape."""
-        hub = self.hub
-        stats = hub.stats
-        registry = hub.registry
+        stats = self.stats
+        registry = self.registry
         yield GaugeMetricFamily(
-            "signaling_connections", "Open WebSocket connections.", value=len(hub.connections)
+            "signaling_connections", "Open WebSocket connections.", value=len(self.connections)
         )
         yield GaugeMetricFamily(
             "signaling_sessions",
@@ -88,7 +64,7 @@ class MetricsCollector(Collector):
             "Seats taken over all sessions.",
             value=registry.participant_count,
         )
-        queued = [len(c.outbox) for c in hub.connections]
+        queued = [len(c.outbox) for c in self.connections]
         yield GaugeMetricFamily(
             "signaling_outbox_frames", "Frames queued in all outboxes.", value=sum(queued)
         )
@@ -128,7 +104,7 @@ class MetricsCollector(Collector):
             "state",
             registry.connection_states,
         )
-        upstream_failures = getattr(hub.ice, "failures", None)
+        upstream_failures = getattr(self.ice, "failures", None)
         if upstream_failures is not None:
             yield _labelled(
                 "signaling_turn_upstream_failures",
@@ -139,7 +115,7 @@ class MetricsCollector(Collector):
             fetches = CounterMetricFamily(
                 "signaling_turn_upstream_requests", "TURN credential fetches made upstream."
             )
-            fetches.add_metric([], getattr(hub.ice, "fetches", 0))
+            fetches.add_metric([], getattr(self.ice, "fetches", 0))
             yield fetches
         cumulative = 0
         buckets: list[tuple[str, float]] = []

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .config import Settings
+    from .transports.polling import PollingChannel
 
 __all__ = [
     "GC_THRESHOLDS",
@@ -175,7 +176,8 @@ async def serve(
     if hub.cluster is not None:
         label_process(node=hub.cluster.node)
     # No ASGI WebSocket route here: the front door serves every upgrade itself.
-    app = wrap_app(create_app(settings, hub=hub, asgi_websocket=False), 0, "asgi")
+    polling: dict[str, PollingChannel] = {}  # the app's routes and the front door share it
+    app = wrap_app(create_app(settings, hub=hub, asgi_websocket=False, polling=polling), 0, "asgi")
     config = hypercorn_config(settings)
     # One request per connection on hypercorn's side: the front door reads every
     # request head, so hypercorn never meets a request it did not vet (a pipelined
@@ -195,7 +197,7 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         port: int = listeners[0].socket.getsockname()[1]
-        front = FrontDoor(hub, app, config, context, state, tls, workers)
+        front = FrontDoor(hub, app, config, context, state, tls, workers, polling)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
                 if workers is not None:

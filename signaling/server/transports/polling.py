@@ -4,7 +4,7 @@ the client upgrades to WebSocket (the routes in ``app.py`` feed it)."""
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -12,9 +12,18 @@ from ..websocket import ProtocolError
 
 if TYPE_CHECKING:
     from ..outbox import Outbox
-    from .socketio import SocketIOTransport
+    from .ws import LeanTransport
 
-__all__ = ["PollingChannel"]
+__all__ = ["PollingChannel", "Upgradable"]
+
+
+class Upgradable(Protocol):
+    """What owns a polling channel: `SocketIOTransport`, which the front door moves
+    to a WebSocket when the client upgrades (named here, not imported: no cycle)."""
+
+    def upgrade(self, websocket: LeanTransport, backlog: list[tuple[bool, bytes | str]]) -> None:
+        """Carry on over ``websocket``; ``backlog``: what the client sent after ``5``."""
+        ...
 
 
 class PollingChannel:
@@ -48,7 +57,7 @@ class PollingChannel:
         self.closed = False
         self.moved = False
         """Upgraded to WebSocket: polling is over."""
-        self.owner: SocketIOTransport | None = None
+        self.owner: Upgradable | None = None
 
     def take_outgoing(self) -> list[str]:
         """The packets no GET has fetched yet (handed over at the upgrade)."""

@@ -1,0 +1,50 @@
+"""What happened on this node, counted cheaply: plain integers on the hot path.
+
+Incrementing a prometheus-client metric takes a lock and a label lookup; a
+node relays tens of thousands of frames a second, so the hot paths bump plain
+dict entries here and `signaling.server.metrics` turns them into metric
+families only when Prometheus scrapes. This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+
+__all__ = ["LATENCY_BUCKETS", "Stats"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Seconds: upper bounds of the relay latency histogram."""
+
+
+class Stats:
+    """What happened on this node, counted cheaply."""
+
+    __slots__ = (
+        "closes",
+        "errors",
+        "frames_in",
+        "frames_out",
+        "latency_buckets",
+        "latency_count",
+        "latency_sum",
+        "rate_limited",
+        "upgrades_refused",
+    )
+
+    def __init__(self) -> None:
+        self.frames_in: Counter[str] = Counter()
+        self.frames_out: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.closes: Counter[int] = Counter()
+        self.upgrades_refused: Counter[str] = Counter()
+        self.rate_limited = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def observe_latency(self, seconds: float, frames: int) -> None:
+        """``frames`` frames waited ``seconds`` between routing and their write."""
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += frames
+        self.latency_sum += seconds * frames
+        self.latency_count += frames
