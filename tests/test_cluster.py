@@ -382,3 +382,27 @@ async def test_a_socketio_connect_with_a_session_arrives_after_its_seat_is_taken
             assert (await old.get_message()).startswith('42["session-joined"')
     stop_a.set()
     stop_b.set()
+
+
+def test_cluster_ops_are_typed_and_travel_as_tagged_arrays() -> None:
+    """Nodes speak typed ops; on the wire each is an array that starts with its tag."""
+    import msgspec
+
+    from signaling.server.cluster import Joined, Left, Op, Relay
+
+    ops: list[Op] = [
+        Relay("c_1", b"\x81\xa4type\xa5offer"),
+        Joined("s", "alice", "n1", "c_2"),
+        Joined("s", "alice", "n1", "c_3", "n2", "c_2"),
+        Left("s", "bob", "n2", "c_4"),
+    ]
+    wire = msgspec.msgpack.encode(ops)
+    assert msgspec.msgpack.decode(wire) == [
+        ["r", "c_1", b"\x81\xa4type\xa5offer"],
+        ["j", "s", "alice", "n1", "c_2", "", ""],
+        ["j", "s", "alice", "n1", "c_3", "n2", "c_2"],
+        ["l", "s", "bob", "n2", "c_4"],
+    ]
+    assert msgspec.msgpack.decode(wire, type=list[Op]) == ops
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(msgspec.msgpack.encode([["x", 1]]), type=list[Op])

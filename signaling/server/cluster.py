@@ -32,15 +32,50 @@ if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
 
-__all__ = ["Cluster", "RemotePeer"]
+__all__ = ["Cluster", "ClusterNode", "Joined", "Left", "Op", "Relay", "RemotePeer"]
 
 log = logging.getLogger("signaling.cluster")
 
 FLUSH_MAX_OPS = 512
 """Queued ops that end a flush's linger early (a burst need not wait)."""
 
+
+class Relay(msgspec.Struct, tag="r", array_like=True, frozen=True, gc=False):
+    """A signal for one connection on the receiving node (its frame in MessagePack,
+    decoded only there)."""
+
+    connection_id: str
+    frame: bytes
+
+
+class Joined(msgspec.Struct, tag="j", array_like=True, frozen=True, gc=False):
+    """``user_id`` took a seat in ``session_id`` on ``node``; it replaced the seat of
+    ``previous_id`` on ``previous_node`` ("" when it replaced none)."""
+
+    session_id: str
+    user_id: str
+    node: str
+    connection_id: str
+    previous_node: str = ""
+    previous_id: str = ""
+
+
+class Left(msgspec.Struct, tag="l", array_like=True, frozen=True, gc=False):
+    """The seat of ``connection_id`` on ``node`` in ``session_id`` is free."""
+
+    session_id: str
+    user_id: str
+    node: str
+    connection_id: str
+
+
+Op = Relay | Joined | Left
+"""What nodes tell each other. On the wire each is a MessagePack array that
+starts with its tag (``["j", session, user, node, connection, …]``), and a
+node's channel carries a list of them per PUBLISH."""
+
 _encode = msgspec.msgpack.Encoder().encode
-_decode_ops = msgspec.msgpack.Decoder(list[list[Any]]).decode
+_decode_ops = msgspec.msgpack.Decoder(list[Op]).decode
 _decode_frame = msgspec.msgpack.Decoder(ServerFrame).decode
 
 
@@ -69,7 +104,7 @@ class RemotePeer:
             raise InternalError(
                 f"{self.user_id!r} is on another node and Redis is unreachable; try again"
             )
-        self._cluster.send(self.node, ["r", self.connection_id, _encode(frame)])
+        self._cluster.send(self.node, Relay(self.connection_id, _encode(frame)))
 
     def evict(self, session_id: str) -> None:
         """The ``joined`` op sent to its node carries the eviction."""
@@ -97,7 +132,7 @@ class Cluster:
         ttl = hub.settings.node_ttl
         self.url = url
         self.directory = RedisDirectory(url, self.node, heartbeat_ttl=ttl)
-        self._outgoing: dict[str, list[list[Any]]] = {}
+        self._outgoing: dict[str, list[Op]] = {}
         self.healthy = True
         """False while Redis does not answer (``/health`` says ``degraded``)."""
         self.listening = False
@@ -117,7 +152,7 @@ class Cluster:
 
     # --- sending ----------------------------------------------------------------
 
-    def send(self, node: str, op: list[Any]) -> None:
+    def send(self, node: str, op: Op) -> None:
         """Queue ``op`` for ``node``; the flusher publishes queued ops in batches."""
         if not self._outgoing:
             self._first_queued = trio.current_time()
@@ -267,20 +302,18 @@ class Cluster:
             try:
                 self._apply(op)
             except Exception:
-                log.exception("could not apply op %r", op[:1])
+                log.exception("could not apply op %r", op.__struct_config__.tag)
 
-    def _apply(self, op: list[Any]) -> None:
-        kind = op[0]
-        if kind == "r":
-            connection = self.hub.by_connection_id.get(op[1])
+    def _apply(self, op: Op) -> None:
+        if type(op) is Relay:
+            connection = self.hub.by_connection_id.get(op.connection_id)
             if connection is not None:
-                connection.deliver(_decode_frame(op[2]))
-        elif kind == "j":
-            _, session_id, user_id, node, connection_id, previous_node, previous_id = op
-            self._joined(session_id, user_id, Seat(node, connection_id), previous_node, previous_id)
-        elif kind == "l":
-            _, session_id, user_id, node, connection_id = op
-            self._left(session_id, user_id, Seat(node, connection_id))
+                connection.deliver(_decode_frame(op.frame))
+        elif type(op) is Joined:
+            seat = Seat(op.node, op.connection_id)
+            self._joined(op.session_id, op.user_id, seat, op.previous_node, op.previous_id)
+        elif type(op) is Left:
+            self._left(op.session_id, op.user_id, Seat(op.node, op.connection_id))
 
     def _local_peers(self, session_id: str) -> list[Any]:
         return [
@@ -366,15 +399,14 @@ class Cluster:
                     registry.place(session_id, RemotePeer(self, user_id, seat))
         peer.handle(frame)
         previous = result.previous
-        op = [
-            "j",
+        op = Joined(
             session_id,
             peer.user_id,
             self.node,
             peer.connection_id,
             previous.node if previous else "",
             previous.connection if previous else "",
-        ]
+        )
         nodes = {seat.node for seat in result.seats.values()}
         if previous is not None:
             nodes.add(previous.node)
@@ -396,7 +428,7 @@ class Cluster:
                 self.hub.registry.forget_if_remote_only(session_id)
                 if remaining is None:
                     continue
-                op = ["l", session_id, user_id, self.node, connection_id]
+                op = Left(session_id, user_id, self.node, connection_id)
                 for node in {seat.node for seat in remaining.values()} - {self.node}:
                     self.send(node, op)
 
@@ -434,7 +466,7 @@ class Cluster:
                     self.healthy = True
             for session_id, user_id, holder, remaining in freed:
                 log.info("node %s is gone: freeing %s in %s", holder.node, user_id, session_id)
-                op = ["l", session_id, user_id, holder.node, holder.connection]
+                op = Left(session_id, user_id, holder.node, holder.connection)
                 self._apply(op)
                 for node in {seat.node for seat in remaining.values()} - {self.node}:
                     self.send(node, op)
@@ -454,7 +486,7 @@ class Cluster:
                 for user_id, seat in result.seats.items():
                     if seat.node != self.node and registry.seat(session_id, user_id) is None:
                         self._joined(session_id, user_id, seat, "", "")
-                op = ["j", session_id, peer.user_id, self.node, peer.connection_id, "", ""]
+                op = Joined(session_id, peer.user_id, self.node, peer.connection_id)
                 for node in {seat.node for seat in result.seats.values()} - {self.node}:
                     self.send(node, op)
 
