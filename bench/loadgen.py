@@ -37,7 +37,7 @@ import trio_websocket
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "chromium-call.json"
-DEFLATE = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
+DEFLATE = [(b"Sec-WebSocket-Extensions", b"permessage-deflate; client_max_window_bits")]
 
 
 def load_call() -> dict[str, Any]:

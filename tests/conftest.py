@@ -20,6 +20,26 @@ import trio
 
 from signaling.server import Hub, Settings, serve
 
+SYSTEM_MODULES = {
+    "test_browser",  # chromium
+    "test_coturn",  # coturn
+    "test_sticky",  # nginx
+    "test_docs",  # ./dev serve on port 3001 and the benchmarks
+    "test_exposure",  # ss (iproute2) and a real process under attack
+    "test_memory",
+}
+SYSTEM_FIXTURES = {"redis_server", "redis_url", "node_modules"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs the Debian packages (or npm's clients): ``./dev check`` skips it."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""  # type: ignore[attr-defined]
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in SYSTEM_MODULES or fixtures & SYSTEM_FIXTURES:
+            item.add_marker(pytest.mark.system)
+
+
 CHROMIUM_CALL = Path(__file__).resolve().parent / "fixtures" / "chromium-call.json"
 """A real Chromium call's offer, answer and candidates (tests/fixtures/README.md)."""
 

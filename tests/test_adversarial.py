@@ -56,7 +56,7 @@ class Hostile:
         with trio.fail_after(5):
             message = await self.ws.get_message()
         result: dict[str, Any] = (
-            msgspec.msgpack.decode(message) if self.msgpack else json.loads(message)
+            msgspec.msgpack.decode(message) if isinstance(message, bytes) else json.loads(message)
         )
         return result
 

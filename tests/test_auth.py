@@ -6,7 +6,7 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,7 +207,7 @@ def _custom_token() -> str:
     return jwt.encode(payload, OTHER_RSA_KEY, algorithm="RS256", headers={"kid": "sa-key"})
 
 
-REFUSED = {
+REFUSED: dict[str, Callable[[], str]] = {
     "alg none": lambda: _none_token(),
     "HS256 with the RSA public key": _key_confusion_token,
     "unknown kid": lambda: firebase_token(key=OTHER_RSA_KEY, kid="k9"),

@@ -133,7 +133,7 @@ class Membership(RuleBasedStateMachine):
                 elif isinstance(frame, UserLeft):
                     heard.append(("left", frame.session_id, frame.user_id))
                 elif isinstance(frame, Error) and frame.code == "replaced":
-                    assert frame.session_id is not None
+                    assert isinstance(frame.session_id, str)
                     heard.append(("replaced", frame.session_id, self._user(connection)))
             # in order within a session; a disconnect's user-left frames for
             # several sessions may come in any order among themselves

@@ -93,7 +93,7 @@ class WireSocketIO:
             nursery, f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         )
         client = cls(ws)
-        assert (await ws.get_message()).startswith("0{")
+        assert str(await ws.get_message()).startswith("0{")
         await ws.send_message("40" + json.dumps({"userId": user_id, "sessionId": SESSION}))
         assert (await client.next_packet()).startswith("40")
         return client
@@ -137,8 +137,12 @@ async def _send(sender: Client | WireSocketIO, to: str, kind: str, data: dict[st
         payload = {"type": kind, "from": "forged", "to": to, "sessionId": SESSION, "data": data}
         await sender.emit(f"signal:{kind}", payload)
         return
-    frame_type = {"offer": Offer, "answer": Answer, "ice-candidate": IceCandidate}[kind]
-    await sender.send(frame_type(to=to, session_id=SESSION, data=data))
+    if kind == "offer":
+        await sender.send(Offer(to=to, session_id=SESSION, data=data))
+    elif kind == "answer":
+        await sender.send(Answer(to=to, session_id=SESSION, data=data))
+    else:
+        await sender.send(IceCandidate(to=to, session_id=SESSION, data=data))
 
 
 async def _receive(receiver: Client | WireSocketIO, kind: str) -> tuple[str, dict[str, Any]]:
@@ -182,9 +186,9 @@ async def relay_on_every_path(port: int, kind: str, data: dict[str, Any]) -> Non
                     await _send(clients[sender], to, kind, data)
                     got_from, got_data = await _receive(clients[to], kind)
                     assert (got_from, got_data) == (sender, data), (sender, to)
-        for client in clients.values():
-            if isinstance(client, WireSocketIO):
-                await client.ws.aclose()
+        for endpoint in clients.values():
+            if isinstance(endpoint, WireSocketIO):
+                await endpoint.ws.aclose()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

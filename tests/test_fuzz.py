@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,9 @@ async def fuzz_one(port: int, batch: list[tuple[bool, str | bytes]]) -> None:
         # the call beside the fuzzer carries on
         await alice.send_candidate("bob", "calm", {"candidate": "candidate:1", "sdpMid": "0"})
         with trio.fail_after(5):
-            frame = await bob.receive()
-        assert isinstance(frame, RelayedIceCandidate)
-        assert frame.from_ == "alice"
+            relayed = await bob.receive()
+        assert isinstance(relayed, RelayedIceCandidate)
+        assert relayed.from_ == "alice"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,10 +139,11 @@ async def fuzz_one(port: int, batch: list[tuple[bool, str | bytes]]) -> None:
 def test_arbitrary_frames_never_break_the_server(
     live_server: tuple[int, Hub], batch: list[tuple[bool, str | bytes]]
 ) -> None:
-    trio.run(fuzz_one, live_server[0], batch)
+    trio.run(partial(fuzz_one, live_server[0], batch))
 
 
 def test_fuzzing_left_nothing_behind(live_server: tuple[int, Hub]) -> None:
     port, hub = live_server
-    trio.run(fuzz_one, port, [(False, "{}")])
+    empty: list[tuple[bool, str | bytes]] = [(False, "{}")]
+    trio.run(fuzz_one, port, empty)
     assert hub.registry.session_count == 0

@@ -31,7 +31,7 @@ STUN = [{"urls": "stun:stun.l.google.com:19302"}, {"urls": "stun:stun1.l.google.
 """The old server's shape: one entry per STUN URL, ``urls`` a string."""
 
 # Cloudflare's documented answer to generate-ice-servers (201 Created).
-CLOUDFLARE_SERVERS = [
+CLOUDFLARE_SERVERS: list[dict[str, Any]] = [
     {"urls": ["stun:stun.cloudflare.com:3478", "stun:stun.cloudflare.com:53"]},
     {
         "urls": [

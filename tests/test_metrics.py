@@ -83,7 +83,7 @@ async def test_metrics_count_what_happened(server: Server) -> None:
         with pytest.raises(trio_websocket.ConnectionClosed):
             await ws.get_message()
     async with httpx.AsyncClient() as http:
-        refused = await http.get(
+        upgrade = await http.get(
             f"{server.http}/ws",
             headers={
                 "Upgrade": "websocket",
@@ -92,7 +92,7 @@ async def test_metrics_count_what_happened(server: Server) -> None:
                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
             },
         )
-        assert refused.status_code == 426
+        assert upgrade.status_code == 426
     found = samples((await scrape(server)).text)
     assert found[("signaling_closes_total", (("code", "1000"),))] >= 2
     assert found[("signaling_closes_total", (("code", "4401"),))] == 1

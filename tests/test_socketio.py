@@ -56,7 +56,7 @@ class NodeClient:
             while True:
                 while b"\n" in self.buffer:
                     line, self.buffer = self.buffer.split(b"\n", 1)
-                    event = json.loads(line)
+                    event: dict[str, Any] = json.loads(line)
                     self.events.append(event)
                     if event.get("event") == name or event.get("ack") == name:
                         return event

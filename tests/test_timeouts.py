@@ -36,16 +36,20 @@ class MemoryClient:
         """The next ("text", frame) or ("close", code); pings are answered."""
         while True:
             for event in self.frames.received_frames():
+                payload = event.payload
                 if event.opcode is Opcode.TEXT:
-                    return "text", json.loads(event.payload)
+                    assert isinstance(payload, str)
+                    return "text", json.loads(payload)
                 if event.opcode is Opcode.CLOSE:
-                    return "close", event.payload[0]
+                    assert isinstance(payload, tuple)
+                    return "close", payload[0]
                 if event.opcode is Opcode.PING:
-                    await self.stream.send_all(bytes(self.frames.pong(event.payload)))
+                    assert isinstance(payload, bytes)
+                    await self.stream.send_all(bytes(self.frames.pong(payload)))
             data = await self.stream.receive_some()
             if not data:
                 return "eof", None
-            self.frames.receive_bytes(data)
+            self.frames.receive_bytes(bytes(data))
 
 
 async def test_no_auth_within_the_timeout_closes_4408(

@@ -93,6 +93,7 @@ def test_close_reason_is_cut_to_the_control_frame_limit_on_a_character_boundary(
     client = FrameProtocol(client=True, extensions=[])
     client.receive_bytes(frame)
     [received] = list(client.received_frames())
+    assert isinstance(received.payload, tuple)
     code, reason = received.payload
     assert code == 4401
     assert 0 < len(reason.encode()) <= 123
@@ -168,5 +169,6 @@ def test_close_frame_payload_parses() -> None:
         _masked(0x88, struct.pack("!H", 4000) + b"bye")
     )
     assert opcode == OP_CLOSE
+    assert isinstance(payload, bytes)
     assert parse_close(payload) == (4000, "bye")
     assert parse_close(b"") == (1005, "")

@@ -26,7 +26,7 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from signaling.client import connect  # noqa: E402
+from signaling.client import RelayedOffer, connect  # noqa: E402
 from signaling.server import Hub, Settings, serve  # noqa: E402
 
 CHROMIUM_FLAGS = [
@@ -249,7 +249,7 @@ def main(out: Path) -> dict[str, Any]:
                 with trio.fail_after(30):
                     while True:
                         frame = await carol.receive()
-                        if type(frame).__name__ == "RelayedOffer":
+                        if isinstance(frame, RelayedOffer):
                             break
                 call = json.loads((ROOT / "tests/fixtures/chromium-call.json").read_text())
                 await carol.send_answer("dave", "mixed", call["answer"])

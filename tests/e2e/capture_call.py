@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser_call import CHROMIUM_FLAGS, ServerThread
+from browser_call import CHROMIUM_FLAGS, ServerThread  # type: ignore[import-not-found]
 
 CALL_SCRIPT = """
 async () => {
