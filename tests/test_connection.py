@@ -61,3 +61,21 @@ async def test_frames_queued_in_one_tick_go_out_in_one_write() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert len(stream.writes) == 2  # the close frame
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_closed_before_it_runs_still_ends_within_the_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Closed before its tasks started (a drain racing an accept): the close deadline
+    applies from the start, not the auth timeout of a client that never speaks."""
+    from signaling.server.connection import CLOSE_TIMEOUT
+
+    server_side, _client_side = trio.testing.memory_stream_pair()
+    hub = Hub(TEST_SETTINGS.replace(auth_timeout=60))
+    transport = LeanTransport(server_side, text=True, max_message=65536, pending=b"")
+    connection = hub.open(transport, CLIENT_CODECS[JSON_SUBPROTOCOL], "memory", "memory")
+    connection.close(1001, "going away")
+    start = trio.current_time()
+    with trio.fail_after(CLOSE_TIMEOUT + 1):  # it used to drain for ever
+        await connection.run()
+    assert trio.current_time() - start <= CLOSE_TIMEOUT

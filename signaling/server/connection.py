@@ -212,6 +212,9 @@ class Connection:
         # Free the seats now, not after the close handshake: the others
         # hear user-left at once even if this client never answers.
         self._release_seats()
+        self._arm_close_deadline()
+
+    def _arm_close_deadline(self) -> None:
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
 
@@ -235,7 +238,10 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 if self.close_code is not None:
-                    self.close(self.close_code, self.close_reason)
+                    # closed before it ran (a drain racing the accept): `close` set
+                    # no deadline then, and a client that never answers would keep
+                    # this connection draining for ever
+                    self._arm_close_deadline()
                 nursery.start_soon(self._write_loop)
                 await self._read_loop()
                 if self.close_code is None:
