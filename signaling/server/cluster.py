@@ -204,12 +204,11 @@ class Cluster:
                         if isinstance(reply, RedisReplyError):
                             raise reply
                 except Exception as exc:
-                    self.healthy = False
-                    log.error(
-                        "Redis unavailable: %d ops for %d nodes not delivered (%s)",
-                        sum(len(ops) for ops in batches.values()),
-                        len(batches),
-                        (link.lost if link is not None else "") or _reason(exc),
+                    lost = sum(len(ops) for ops in batches.values())
+                    reason = (link.lost if link is not None else "") or _reason(exc)
+                    self._unavailable(
+                        f"Redis unavailable: {lost} ops for {len(batches)} nodes "
+                        f"not delivered ({reason})"
                     )
                     self._publishing = None
                     if link is not None:
@@ -263,12 +262,9 @@ class Cluster:
                 raise TimeoutError(link.lost)
             except Exception as exc:
                 self.listening = False
-                self.healthy = False
-                # once per outage: then quietly, with backoff, until it is back
-                log.log(
-                    logging.ERROR if delay == 0.1 else logging.DEBUG,
-                    "Redis subscription lost (%s); retrying with backoff",
-                    _reason(exc),
+                self._unavailable(
+                    f"Redis subscription lost ({_reason(exc)}); retrying with backoff",
+                    once=True,
                 )
             finally:
                 if link is not None:
@@ -376,8 +372,7 @@ class Cluster:
                 session_id, peer.user_id, peer.connection_id, registry.max_participants
             )
         except Exception as exc:
-            self.healthy = False
-            log.error("Redis unavailable for a join: %s", _reason(exc))
+            self._unavailable(f"Redis unavailable for a join: {_reason(exc)}")
             connection.deliver(
                 InternalError("sessions are unavailable right now (Redis); try again").to_frame(
                     frame.id
@@ -423,7 +418,7 @@ class Cluster:
                 try:
                     remaining = await self.directory.leave(session_id, user_id, connection_id)
                 except Exception as exc:
-                    log.error("Redis unavailable for a leave: %s", _reason(exc))
+                    self._unavailable(f"Redis unavailable for a leave: {_reason(exc)}")
                     continue
                 self.hub.registry.forget_if_remote_only(session_id)
                 if remaining is None:
@@ -455,9 +450,7 @@ class Cluster:
                     await self._register_again()
                 freed = await self.directory.reap()
             except Exception as exc:
-                if self.healthy:
-                    log.error("Redis unavailable: %s; retrying", _reason(exc))
-                self.healthy = False
+                self._unavailable(f"Redis unavailable: {_reason(exc)}; retrying", once=True)
                 freed = []
             else:
                 if self.listening:
@@ -471,6 +464,15 @@ class Cluster:
                 for node in {seat.node for seat in remaining.values()} - {self.node}:
                     self.send(node, op)
             await trio.sleep(interval)
+
+    def _unavailable(self, message: str, *, once: bool = False) -> None:
+        """Redis failed: the one place an outage is noted (the node turns unhealthy
+        until the heartbeat finds Redis back and says so). ``once``: a failure
+        that repeats on its own (the subscription's retries, the heartbeat) is
+        an error only when it starts the outage, debug after that."""
+        level = logging.ERROR if self.healthy or not once else logging.DEBUG
+        self.healthy = False
+        log.log(level, "%s", message)
 
     async def _register_again(self) -> None:
         """After a Redis outage: seat this node's participants again, tell the others."""
