@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.trio.tcp_server import TCPServer
 
 from .handoff import hand_off
 from .handshake import Refusal, client_ip, negotiate, origin_refusal
-from .http1 import HeadError, Request, find_head_end, parse_head
-from .transports.socketio import SocketIOTransport
+from .http1 import HeadError, Request, find_head_end, json_response, parse_head
+from .replay import Replay, TlsReplay
+from .transports.socketio import SocketIOTransport, upgrade_polling
 from .transports.ws import RECEIVE_SIZE, LeanTransport
 from .websocket import (
-    OP_TEXT,
     Deflate,
-    ProtocolError,
     accept_key,
-    close_frame,
-    frame,
 )
 
 if TYPE_CHECKING:
@@ -52,80 +47,6 @@ log = logging.getLogger("signaling.front")
 HEAD_TIMEOUT = 10.0
 WS_PATH = "/ws"
 SOCKETIO_PATH = "/socket.io/"
-
-
-class _Replay(trio.abc.Stream):
-    """A stream that first returns bytes already read, for hypercorn."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes, socket: trio.SocketStream) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self.socket = socket.socket
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        # Hypercorn ends a "Connection: close" response with send_eof() then
-        # aclose() from the app's task, which is being cancelled by then: a
-        # checkpoint before the shutdown would leave the connection open until
-        # the client gives up. So the FIN goes out here, synchronously.
-        if isinstance(self._stream, trio.SocketStream):
-            if not self._stream.socket.did_shutdown_SHUT_WR:
-                with contextlib.suppress(OSError):
-                    self._stream.socket.shutdown(trio.socket.SHUT_WR)
-        elif isinstance(self._stream, trio.abc.HalfCloseableStream):
-            await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _TlsReplay(_Replay):
-    """`_Replay` over TLS: what hypercorn asks of an SSLStream (handshake done)."""
-
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], prefix: bytes) -> None:
-        super().__init__(stream, prefix, stream.transport_stream)
-        self._tls = stream
-        self.transport_stream = stream.transport_stream
-
-    async def do_handshake(self) -> None:
-        await self._tls.do_handshake()
-
-    def selected_alpn_protocol(self) -> str | None:
-        protocol: str | None = self._tls.selected_alpn_protocol()
-        return protocol
-
-
-def _http_response(status: int, reason: str, body: dict[str, Any], headers: str = "") -> bytes:
-    payload = json.dumps(body).encode()
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\n{headers}\r\n"
-    ).encode("latin-1") + payload
-
-
-_REASONS = {
-    404: "Not Found",
-    405: "Method Not Allowed",
-    505: "HTTP Version Not Supported",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
-    400: "Bad Request",
-    403: "Forbidden",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-}
 
 
 class FrontDoor:
@@ -201,9 +122,9 @@ class FrontDoor:
                     await connection.run()
                 return
             replay = (
-                _TlsReplay(stream, head + rest)
+                TlsReplay(stream, head + rest)
                 if isinstance(stream, trio.SSLStream)
-                else _Replay(stream, head + rest, socket_stream)
+                else Replay(stream, head + rest, socket_stream)
             )
             await TCPServer(
                 self._app,
@@ -245,9 +166,7 @@ class FrontDoor:
         self.hub.stats.upgrades_refused[error] += 1
         with trio.move_on_after(HEAD_TIMEOUT):
             await stream.send_all(
-                _http_response(
-                    status, _REASONS[status], {"error": error, "message": message}, headers
-                )
+                json_response(status, {"error": error, "message": message}, headers)
             )
         await stream.aclose()
 
@@ -340,58 +259,17 @@ class FrontDoor:
             return
         channel.upgrading = True
         try:
-            await self._probe(stream, headers, rest, sid, channel)
+            await upgrade_polling(
+                stream,
+                headers["sec-websocket-key"][0],
+                rest,
+                channel,
+                max_message=settings.max_message_bytes,
+                probe_limit=HEAD_TIMEOUT,
+                upgraded=lambda: self.polling.pop(sid, None),
+            )
         finally:
             channel.upgrading = False
-
-    async def _probe(
-        self,
-        stream: trio.abc.Stream,
-        headers: dict[str, list[str]],
-        rest: bytes,
-        sid: str,
-        channel: PollingChannel,
-    ) -> None:
-        key = headers["sec-websocket-key"][0]
-        await stream.send_all(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-            ).encode("latin-1")
-        )
-        websocket = LeanTransport(
-            stream, text=True, max_message=self.hub.settings.max_message_bytes, pending=rest
-        )
-        try:
-            with trio.move_on_after(HEAD_TIMEOUT):
-                while not channel.closed:
-                    batch = await websocket.receive()
-                    if batch is None:
-                        break
-                    for index, (_, packet) in enumerate(batch):
-                        if packet == "2probe":
-                            await stream.send_all(frame(OP_TEXT, b"3probe"))
-                            # answer the waiting GET so the client can pause polling, send 5
-                            channel.control_packet("6")
-                        elif packet == "5" and channel.owner is not None:
-                            self.polling.pop(sid, None)
-                            websocket.closed = trio.Event()
-                            channel.owner.upgrade(websocket, batch[index + 1 :])
-                            break
-                    else:
-                        continue
-                    break
-        except ProtocolError as exc:
-            log.info("Engine.IO upgrade of %s closed %d: %s", sid, exc.code, exc.reason)
-            with trio.move_on_after(1):
-                await stream.send_all(close_frame(exc.code, exc.reason))
-            websocket.closed = None
-        if websocket.closed is None:
-            await stream.aclose()
-            return
-        # The connection owns the stream now; trio closes a stream when its
-        # handler returns, so stay until the connection has closed it.
-        await websocket.closed.wait()
 
     async def _websocket(
         self,

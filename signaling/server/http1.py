@@ -24,11 +24,13 @@ upgrade, and to where" live here, once:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["HEAD_LIMIT", "HeadError", "Request", "find_head_end", "parse_head"]
+__all__ = ["HEAD_LIMIT", "HeadError", "Request", "find_head_end", "json_response", "parse_head"]
 
 HEAD_LIMIT = 16384
 """Largest request head (request line and fields) read, in bytes."""
@@ -154,3 +156,27 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
         raise HeadError(400, "bad-request", "malformed request target")
     path, _, _ = path.partition("#")
     return _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path), query
+
+
+_REASONS = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    505: "HTTP Version Not Supported",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+    400: "Bad Request",
+    403: "Forbidden",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+}
+
+
+def json_response(status: int, body: dict[str, Any], headers: str = "") -> bytes:
+    """A whole ``Connection: close`` response with a JSON ``body`` (``headers``:
+    extra header lines, each ending in CRLF): how the front door refuses."""
+    reason = _REASONS[status]
+    payload = json.dumps(body).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n{headers}\r\n"
+    ).encode("latin-1") + payload

@@ -23,19 +23,25 @@ relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 
-from ..websocket import OP_TEXT, ProtocolError, frame
+from ..websocket import OP_TEXT, ProtocolError, accept_key, close_frame, frame
 from .polling import PollingChannel
+from .ws import LeanTransport
 
 if TYPE_CHECKING:
-    from ..outbox import Outbox
-    from .ws import LeanTransport
+    from collections.abc import Callable
 
-__all__ = ["SocketIOTransport"]
+    from ..outbox import Outbox
+
+__all__ = ["SocketIOTransport", "upgrade_polling"]
+
+log = logging.getLogger("signaling.socketio")
 
 _SIGNALS = {
     "signal:offer": "offer",
@@ -309,3 +315,57 @@ def _json(text: str) -> Any:
         return _decode_any(text) if text else None
     except (msgspec.DecodeError, RecursionError):
         return None
+
+
+async def upgrade_polling(
+    stream: trio.abc.Stream,
+    key: str,
+    rest: bytes,
+    channel: PollingChannel,
+    *,
+    max_message: int,
+    probe_limit: float,
+    upgraded: Callable[[], object],
+) -> None:
+    """Engine.IO's move of a polling session onto this WebSocket: 101, then
+    ``2probe`` → ``3probe`` and ``5``, within ``probe_limit`` seconds; then the session's
+    `SocketIOTransport` carries on over it (``upgraded`` is called as it does)
+    and this returns once the connection has closed the stream. A client that
+    breaks RFC 6455 meanwhile gets its close code."""
+    await stream.send_all(
+        (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+        ).encode("latin-1")
+    )
+    websocket = LeanTransport(stream, text=True, max_message=max_message, pending=rest)
+    try:
+        with trio.move_on_after(probe_limit):
+            while not channel.closed:
+                batch = await websocket.receive()
+                if batch is None:
+                    break
+                for index, (_, packet) in enumerate(batch):
+                    if packet == "2probe":
+                        await stream.send_all(frame(OP_TEXT, b"3probe"))
+                        # answer the waiting GET so the client can pause polling, send 5
+                        channel.control_packet("6")
+                    elif packet == "5" and channel.owner is not None:
+                        upgraded()
+                        websocket.closed = trio.Event()
+                        channel.owner.upgrade(websocket, batch[index + 1 :])
+                        break
+                else:
+                    continue
+                break
+    except ProtocolError as exc:
+        log.info("Engine.IO upgrade of %s closed %d: %s", channel.sid, exc.code, exc.reason)
+        with trio.move_on_after(1):
+            await stream.send_all(close_frame(exc.code, exc.reason))
+        websocket.closed = None
+    if websocket.closed is None:
+        await stream.aclose()
+        return
+    # The connection owns the stream now; trio closes a stream when its
+    # handler returns, so stay until the connection has closed it.
+    await websocket.closed.wait()
