@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import ssl
@@ -174,8 +175,10 @@ async def _welcome_only_server(nursery: trio.Nursery) -> int:
         await ws.send_message(
             '{"type": "welcome", "userId": "a", "connectionId": "c_1", "iceServers": []}'
         )
-        while True:
-            await ws.get_message()
+        # answer nothing more, until the client closes
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            while True:
+                await ws.get_message()
 
     server: trio_websocket.WebSocketServer = await nursery.start(
         trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None
