@@ -17,10 +17,11 @@ import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+from msgspec import UNSET
 
 from ..codec import probe_id
 from ..core import Peer
-from ..errors import BadFrame, CloseCode, Forbidden, SignalingError, Unauthorized
+from ..errors import BadFrame, CloseCode, Forbidden, RateLimited, SignalingError, Unauthorized
 from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
 from .outbox import Outbox
 from .websocket import ProtocolError
@@ -435,16 +436,14 @@ class Connection:
                 raise Unauthorized("the first frame must be auth")
             identity = await self.hub.authenticator.authenticate(frame)
         except SignalingError as exc:
-            self._deliver_now(exc.to_frame(frame.id))
-            self.close(CloseCode.UNAUTHORIZED, exc.message)
+            self._answer(exc, frame.id, close=CloseCode.UNAUTHORIZED)
             return None
         user_id = identity.user_id
         self.identity = identity
         limit = self.hub.settings.max_connections_per_user
         if limit and self.hub.by_user[user_id] >= limit:
             message = f"{user_id!r} has {limit} connections open already"
-            self._deliver_now(Forbidden(message).to_frame(frame.id))
-            self.close(CloseCode.TOO_MANY_CONNECTIONS, message)
+            self._answer(Forbidden(message), frame.id, close=CloseCode.TOO_MANY_CONNECTIONS)
             return None
         self.hub.by_user[user_id] += 1
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
@@ -468,7 +467,7 @@ class Connection:
             if identity.user_id != self.identity.user_id:
                 raise Unauthorized("re-auth must be for the same user")
         except SignalingError as exc:
-            self.deliver(exc.to_frame(frame.id))
+            self._answer(exc, frame.id)
             return
         self.identity = identity
         log.info("re-authenticated", extra=self.log_ids())
@@ -479,13 +478,11 @@ class Connection:
                 await self.hub.authorizer.authorize_join(identity, session_id)
             except SignalingError as exc:
                 self._leave(session_id)
-                self.deliver(
-                    Forbidden(
-                        f"the new token does not allow session {session_id!r} ({exc.message}); "
-                        "its seat is given up",
-                        session_id=session_id,
-                    ).to_frame(frame.id)
+                message = (
+                    f"the new token does not allow session {session_id!r} ({exc.message}); "
+                    "its seat is given up"
                 )
+                self._answer(Forbidden(message, session_id=session_id), frame.id)
         ice_servers = await self.hub.ice.ice_servers(identity.user_id)
         self.deliver(
             Welcome(
@@ -508,10 +505,11 @@ class Connection:
         if identity is None or identity.expires_at is None or now < identity.expires_at:
             return
         log.info("token expired; closing", extra=self.log_ids())
-        self._deliver_now(
-            Unauthorized("token expired: send a fresh auth frame before exp").to_frame()
+        self._answer(
+            Unauthorized("token expired: send a fresh auth frame before exp"),
+            close=CloseCode.UNAUTHORIZED,
+            reason="token expired",
         )
-        self.close(CloseCode.UNAUTHORIZED, "token expired")
 
     async def _join(self, frame: JoinSession) -> None:
         assert self.peer is not None
@@ -519,7 +517,7 @@ class Connection:
         try:
             await self.hub.authorizer.authorize_join(self.identity, frame.session_id)
         except SignalingError as exc:
-            self.deliver(exc.to_frame(frame.id))
+            self._answer(exc, frame.id)
             return
         if self.hub.cluster is not None:
             await self.hub.cluster.join(self, frame)
@@ -540,13 +538,12 @@ class Connection:
             self.strikes = 0
         self.strikes += 1
         self.last_refused = now
-        self._deliver_now(
-            Error(
-                code="rate-limited",
-                message=f"over {settings.rate_limit:g} frames/s (burst {settings.rate_burst})",
-                reply_to=reply_to,
+        self._answer(
+            RateLimited(
+                f"over {settings.rate_limit:g} frames/s (burst {settings.rate_burst})",
                 retry_after_ms=math.ceil(wait * 1000),
-            )
+            ),
+            reply_to,
         )
         if self.strikes >= settings.flood_strikes and now - self.flooding_since >= FLOOD_GRACE:
             log.warning(
@@ -556,6 +553,22 @@ class Connection:
                 extra=self.log_ids(),
             )
             self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
+
+    def _answer(
+        self,
+        error: SignalingError,
+        reply_to: str | UnsetType = UNSET,
+        *,
+        close: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Answer a frame with ``error``: the one way the shell turns a refusal into
+        an ``error`` frame (the core's `Peer.handle` does the same for its rules).
+        Queued even while closing, bounded like any frame; with ``close``, the
+        connection then closes with that code (``reason``: the error's message)."""
+        self._deliver_now(error.to_frame(reply_to))
+        if close is not None:
+            self.close(close, error.message if reason is None else reason)
 
     def _deliver_now(self, frame: ServerFrame) -> None:
         """Queue ``frame`` even while closing (an error before the close frame), bounded
