@@ -196,3 +196,33 @@ def test_the_code_points_at_the_spec_by_section() -> None:
         assert "PROTOCOL" + ".md" not in text, path
         for number in re.findall(r"SPEC\.md §(\d+)", text):
             assert number in sections, f"{path}: SPEC.md §{number}"
+
+
+def test_references_in_docstrings_name_what_exists() -> None:
+    """```signaling.x.y``` in a docstring or comment names a module and what is in
+    it (an instance attribute may end it): none left behind by a move."""
+    import importlib
+
+    stale = []
+    for path in (ROOT / "signaling").rglob("*.py"):
+        for ref in re.findall(r"`(signaling(?:\.[A-Za-z_]\w*)+)`", path.read_text()):
+            if ref.startswith("signaling.v1."):  # subprotocol names, not modules
+                continue
+            parts = ref.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    found: object = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                break
+            else:
+                stale.append(ref)
+                continue
+            rest = parts[cut:]
+            for index, attr in enumerate(rest):
+                if hasattr(found, attr):
+                    found = getattr(found, attr)
+                elif not (index == len(rest) - 1 and isinstance(found, type)):
+                    stale.append(f"{path.name}: {ref}")
+                    break
+    assert stale == []

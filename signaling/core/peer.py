@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..frames import ClientFrame, ServerFrame
     from .registry import Registry
 
-__all__ = ["CONNECTION_STATES", "Peer", "describe_candidate"]
+__all__ = ["Peer", "describe_candidate"]
 
 log = logging.getLogger("signaling.peer")
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 
-__all__ = ["BODY_TIMEOUT", "create_app"]
+__all__ = ["create_app"]
 
 BODY_TIMEOUT = 10
 """Seconds an HTTP request body may take to arrive."""

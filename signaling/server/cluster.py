@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .connection import Connection
 
-__all__ = ["Cluster", "ClusterNode", "Joined", "Left", "Op", "Relay", "RemotePeer"]
+__all__ = ["Cluster", "Joined", "Left", "Op", "Relay", "RemotePeer"]
 
 log = logging.getLogger("signaling.cluster")
 

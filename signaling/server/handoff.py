@@ -37,7 +37,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["HandedOver", "Workers", "hand_off", "serve_handoffs"]
+__all__ = ["Workers", "hand_off", "serve_handoffs"]
 
 log = logging.getLogger("signaling.handoff")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["HEAD_LIMIT", "HeadError", "Request", "find_head_end", "json_response", "parse_head"]
+__all__ = ["HeadError", "Request", "find_head_end", "json_response", "parse_head"]
 
 HEAD_LIMIT = 16384
 """Largest request head (request line and fields) read, in bytes."""

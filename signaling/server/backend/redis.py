@@ -20,7 +20,7 @@ import coredis
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["JoinResult", "RedisDirectory", "Seat", "ping"]
+__all__ = ["RedisDirectory", "Seat", "ping"]
 
 _JOIN = """
 local prev = redis.call('HGET', KEYS[1], ARGV[1])

@@ -27,7 +27,7 @@ from .. import rawsocket
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["MAX_BUFFER", "RedisReplyError", "RespLink", "RespParser", "command"]
+__all__ = ["RedisReplyError", "RespLink", "RespParser", "command"]
 
 MAX_BUFFER = 64 * 2**20
 """Bytes of unparsed replies a link holds at most (Redis's own Pub/Sub output

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..outbox import Outbox
     from .ws import LeanTransport
 
-__all__ = ["PollingChannel", "Upgradable"]
+__all__ = ["PollingChannel"]
 
 
 class Upgradable(Protocol):

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from ..outbox import Outbox
 
-__all__ = ["RECEIVE_SIZE", "LeanTransport", "Message", "Reactor"]
+__all__ = ["RECEIVE_SIZE", "LeanTransport", "Reactor"]
 
 RECEIVE_SIZE = 65536
 """Bytes one read takes at most."""
