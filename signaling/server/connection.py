@@ -21,6 +21,7 @@ from msgspec import UNSET
 
 from ..codec import probe_id
 from ..core import Peer
+from ..core.lifecycle import ClosedBy, Lifecycle
 from ..errors import BadFrame, CloseCode, Forbidden, RateLimited, SignalingError, Unauthorized
 from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
 from .outbox import Outbox
@@ -109,12 +110,9 @@ class Connection:
     """A client connection; it is the `signaling.core.Member` the registry holds."""
 
     __slots__ = (
-        "_closed_by_client",
         "_direct",
         "_scope",
         "bucket",
-        "close_code",
-        "close_reason",
         "codec",
         "connection_id",
         "flooding_since",
@@ -122,6 +120,7 @@ class Connection:
         "identity",
         "ip",
         "last_refused",
+        "lifecycle",
         "outbox",
         "peer",
         "pinged_at",
@@ -152,9 +151,8 @@ class Connection:
         """When the current run of refused frames began."""
         self.last_refused = -math.inf
         self.pinged_at = -math.inf
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._closed_by_client = False
+        self.lifecycle = Lifecycle()
+        """The phase (authenticating, open, closing, closed) and the close code."""
         self._scope: trio.CancelScope | None = None
 
     @property
@@ -203,12 +201,23 @@ class Connection:
         self.outbox.clear()
         self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Start closing with ``code``: flush, send the close frame, end within a deadline."""
-        if self.close_code is not None:
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once closing."""
+        return self.lifecycle.code
+
+    @property
+    def close_reason(self) -> str:
+        """The close frame's reason, once closing."""
+        return self.lifecycle.reason
+
+    def close(self, code: int, reason: str = "", *, by: ClosedBy = "server") -> None:
+        """Start closing with ``code``: flush, send the close frame, end within a deadline.
+
+        The first close wins (`signaling.core.lifecycle`); ``by``: "client" when
+        this echoes the client's close."""
+        if not self.lifecycle.close(code, reason, by=by):
             return
-        self.close_code = code
-        self.close_reason = reason
         self.outbox.close()
         # Free the seats now, not after the close handshake: the others
         # hear user-left at once even if this client never answers.
@@ -251,7 +260,9 @@ class Connection:
                     await self._drain()
         finally:
             hub.remove(self)
-            hub.stats.closes[1006 if self.close_code is None else self.close_code] += 1
+            peer_close = self.transport.peer_close
+            code, by = self.lifecycle.ended(None if peer_close is None else peer_close[0])
+            hub.stats.closes[code] += 1
             if self.peer is not None:
                 self._release_seats()
                 user_id = self.peer.user_id
@@ -259,13 +270,6 @@ class Connection:
                 if self.bucket is not None:
                     hub.limiter.release(user_id)
             # one line for every connection, authenticated or not, with its code
-            peer_close = self.transport.peer_close
-            if self.close_code is not None:
-                code, by = self.close_code, "client" if self._closed_by_client else "server"
-            elif peer_close is not None and peer_close[0] != 1006:
-                code, by = peer_close[0], "client"  # the ASGI path: ended by the client's close
-            else:
-                code, by = 1006, "network"  # no close frame either way
             log.info(
                 "disconnected (%d%s, by the %s)",
                 code,
@@ -309,8 +313,7 @@ class Connection:
                 batch = await self._authenticate(batch)
             if self.peer is None:
                 if self.close_code is None and transport.peer_close is not None:
-                    self._closed_by_client = True
-                    self.close(transport.peer_close[0], "")  # the client's close, echoed
+                    self.close(transport.peer_close[0], "", by="client")  # echoed
                 elif self.close_code is None:
                     self.close(CloseCode.TIMEOUT, "no auth frame within the auth timeout")
                 return
@@ -327,8 +330,7 @@ class Connection:
                     continue
                 batch = await transport.receive()
             if transport.peer_close is not None and self.close_code is None:
-                self._closed_by_client = True
-                self.close(transport.peer_close[0], "")
+                self.close(transport.peer_close[0], "", by="client")
         except ProtocolError as exc:
             log.info("closing %d: %s", exc.code, exc.reason, extra=self.log_ids())
             if exc.code == CloseCode.SLOW_CONSUMER:
@@ -438,6 +440,8 @@ class Connection:
         except SignalingError as exc:
             self._answer(exc, frame.id, close=CloseCode.UNAUTHORIZED)
             return None
+        if self.close_code is not None:
+            return None  # closed while the token was checked (the node is draining)
         user_id = identity.user_id
         self.identity = identity
         limit = self.hub.settings.max_connections_per_user
@@ -446,6 +450,7 @@ class Connection:
             self._answer(Forbidden(message), frame.id, close=CloseCode.TOO_MANY_CONNECTIONS)
             return None
         self.hub.by_user[user_id] += 1
+        self.lifecycle.authenticated()
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
         self.bucket = self.hub.limiter.acquire(user_id, trio.current_time())
         ice_servers = await self.hub.ice.ice_servers(user_id)
