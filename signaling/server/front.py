@@ -8,8 +8,6 @@ included, to hypercorn, which serves the Quart routes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from typing import TYPE_CHECKING
 
@@ -17,7 +15,7 @@ import trio
 from hypercorn.trio.tcp_server import TCPServer
 
 from .handoff import hand_off
-from .handshake import Refusal, client_ip, negotiate, origin_refusal
+from .handshake import Refusal, check_upgrade, client_ip, negotiate, origin_refusal
 from .http1 import HeadError, Request, find_head_end, json_response, parse_head
 from .replay import Replay, TlsReplay
 from .transports.socketio import SocketIOTransport, upgrade_polling
@@ -244,7 +242,7 @@ class FrontDoor:
         """
         settings = self.hub.settings
         channel = self.polling.get(sid)
-        refusal = _check_upgrade(headers) or origin_refusal(
+        refusal = check_upgrade(headers) or origin_refusal(
             headers.get("origin", [None])[0],
             settings.allowed_origins,
             allow_missing_origin=settings.allow_no_origin,
@@ -280,7 +278,7 @@ class FrontDoor:
         *,
         socketio: bool = False,
     ) -> Connection | None:
-        refusal = _check_upgrade(headers)
+        refusal = check_upgrade(headers)
         origin = headers.get("origin", [None])[0]
         settings = self.hub.settings
         ip = client_ip(
@@ -335,22 +333,6 @@ class FrontDoor:
             self.hub.remove(connection)
             raise
         return connection
-
-
-def _check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
-    """RFC 6455 §4.2.1: what a client's opening handshake must carry."""
-    connection = [t.strip().lower() for v in headers.get("connection", []) for t in v.split(",")]
-    if "upgrade" not in connection:
-        return Refusal(400, "bad-upgrade", "a WebSocket upgrade needs 'Connection: Upgrade'")
-    if headers.get("sec-websocket-version", []) != ["13"]:
-        return Refusal(426, "bad-upgrade", "only WebSocket version 13 is supported")
-    keys = headers.get("sec-websocket-key", [])
-    try:
-        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
-            raise ValueError
-    except (binascii.Error, ValueError):
-        return Refusal(400, "bad-upgrade", "Sec-WebSocket-Key must be 16 bytes in base64")
-    return None
 
 
 def _peer_ip(stream: trio.SocketStream) -> str:

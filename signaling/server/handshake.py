@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,7 +17,15 @@ if TYPE_CHECKING:
     from ..codec import Codec
     from ..frames import ClientFrame
 
-__all__ = ["Refusal", "cap_key", "client_ip", "negotiate", "origin_allowed", "origin_refusal"]
+__all__ = [
+    "Refusal",
+    "cap_key",
+    "check_upgrade",
+    "client_ip",
+    "negotiate",
+    "origin_allowed",
+    "origin_refusal",
+]
 
 
 @dataclass(frozen=True)
@@ -137,3 +147,19 @@ def negotiate(
         f"none of the offered subprotocols {protocols} is supported; "
         f"offer {' or '.join(CLIENT_CODECS)}",
     )
+
+
+def check_upgrade(headers: dict[str, list[str]]) -> Refusal | None:
+    """RFC 6455 §4.2.1: what a client's opening handshake must carry."""
+    connection = [t.strip().lower() for v in headers.get("connection", []) for t in v.split(",")]
+    if "upgrade" not in connection:
+        return Refusal(400, "bad-upgrade", "a WebSocket upgrade needs 'Connection: Upgrade'")
+    if headers.get("sec-websocket-version", []) != ["13"]:
+        return Refusal(426, "bad-upgrade", "only WebSocket version 13 is supported")
+    keys = headers.get("sec-websocket-key", [])
+    try:
+        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
+            raise ValueError
+    except (binascii.Error, ValueError):
+        return Refusal(400, "bad-upgrade", "Sec-WebSocket-Key must be 16 bytes in base64")
+    return None
