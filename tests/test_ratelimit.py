@@ -12,9 +12,9 @@ import trio_websocket
 
 from signaling.client import connect
 from signaling.core import RateLimiter, TokenBucket
+from signaling.core.ratelimit import FLOOD_GRACE
 from signaling.errors import RateLimited
 from signaling.frames import Error, IceCandidate, JoinSession, RelayedIceCandidate, UserJoined
-from signaling.server.connection import FLOOD_GRACE
 
 from .conftest import TEST_SETTINGS, Server, chromium_call
 
@@ -238,3 +238,20 @@ async def test_a_flooding_user_does_not_slow_others_down(server: Server) -> None
     latencies.sort()
     p99 = latencies[int(0.99 * len(latencies))]
     assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms while another user floods"
+
+
+def test_the_flood_rule_sans_io() -> None:
+    """protocol/SPEC.md §5 rule 9: strikes in one run of refusals lasting FLOOD_GRACE."""
+    from signaling.core import FloodWatch
+
+    watch = FloodWatch(limit=3)
+    # a burst: many refusals within the grace is not a flood
+    assert [watch.refused(t / 100) for t in range(10)] == [False] * 10
+    # still refused a grace later, with enough strikes: flooding
+    assert watch.refused(FLOOD_GRACE) is True
+    # calm for longer than the grace: a new run starts from nothing
+    calm = FloodWatch(limit=3)
+    calm.refused(0.0)
+    calm.refused(0.5)
+    assert calm.refused(0.5 + FLOOD_GRACE + 0.01) is False
+    assert calm.strikes == 1

@@ -9,7 +9,7 @@ the sockets around it; tests drive the core directly.
 from __future__ import annotations
 
 from .peer import Peer
-from .ratelimit import RateLimiter, TokenBucket
+from .ratelimit import FloodWatch, RateLimiter, TokenBucket
 from .registry import Member, Registry
 
-__all__ = ["Member", "Peer", "RateLimiter", "Registry", "TokenBucket"]
+__all__ = ["FloodWatch", "Member", "Peer", "RateLimiter", "Registry", "TokenBucket"]

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["RateLimiter", "TokenBucket"]
+import math
+
+__all__ = ["FLOOD_GRACE", "FloodWatch", "RateLimiter", "TokenBucket"]
+
+FLOOD_GRACE = 1.0
+"""Seconds a sender may stay over the rate limit before its strikes close it.
+
+A burst (a client trickling all its ICE candidates at once) is answered frame
+by frame with ``rate-limited``. A sender is flooding (protocol/SPEC.md §5 rule 9,
+and §7: 4429) once it has had ``strikes`` frames refused in one run of
+refusals lasting this long; a run ends when no frame was refused for this long.
+"""
 
 
 class TokenBucket:
@@ -70,3 +81,27 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class FloodWatch:
+    """One connection's refused frames: whether it is flooding (`FLOOD_GRACE`)."""
+
+    __slots__ = ("last_refused", "limit", "since", "strikes")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """Refused frames in one run that make a flood."""
+        self.strikes = 0
+        self.since = 0.0
+        """When the current run of refusals began."""
+        self.last_refused = -math.inf
+
+    def refused(self, now: float) -> bool:
+        """A frame was refused at ``now``: True once the sender is flooding."""
+        if now - self.last_refused > FLOOD_GRACE:
+            # calm for a while (or the first time): a new run of strikes
+            self.since = now
+            self.strikes = 0
+        self.strikes += 1
+        self.last_refused = now
+        return self.strikes >= self.limit and now - self.since >= FLOOD_GRACE

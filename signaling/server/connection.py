@@ -20,7 +20,7 @@ import trio
 from msgspec import UNSET
 
 from ..codec import probe_id
-from ..core import Peer
+from ..core import FloodWatch, Peer
 from ..core.lifecycle import ClosedBy, Lifecycle
 from ..errors import BadFrame, CloseCode, Forbidden, RateLimited, SignalingError, Unauthorized
 from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
@@ -47,15 +47,6 @@ log = logging.getLogger("signaling.connection")
 
 CLOSE_TIMEOUT = 2.0
 """Seconds a closing connection may take to flush and finish the handshake."""
-FLOOD_GRACE = 1.0
-"""Seconds a sender may stay over the rate limit before its strikes close it.
-
-A burst (a client trickling all its ICE candidates at once) is answered frame
-by frame with ``rate-limited``. A sender is flooding (protocol/SPEC.md §5 rule 9,
-and §7: 4429) once it has had ``flood_strikes`` frames refused in
-one run of refusals lasting this long; a run ends when no frame was refused
-for this long.
-"""
 
 
 class ClusterLink(Protocol):
@@ -115,17 +106,15 @@ class Connection:
         "bucket",
         "codec",
         "connection_id",
-        "flooding_since",
+        "flood",
         "hub",
         "identity",
         "ip",
-        "last_refused",
         "lifecycle",
         "outbox",
         "peer",
         "pinged_at",
         "remote",
-        "strikes",
         "transport",
     )
 
@@ -146,10 +135,8 @@ class Connection:
         self.peer: Peer | None = None
         self.identity: Identity | None = None
         self.bucket: TokenBucket | None = None
-        self.strikes = 0
-        self.flooding_since = 0.0
-        """When the current run of refused frames began."""
-        self.last_refused = -math.inf
+        self.flood = FloodWatch(hub.settings.flood_strikes)
+        """Its refused frames: whether it is flooding (protocol/SPEC.md §5 rule 9)."""
         self.pinged_at = -math.inf
         self.lifecycle = Lifecycle()
         """The phase (authenticating, open, closing, closed) and the close code."""
@@ -537,12 +524,7 @@ class Connection:
         """
         settings = self.hub.settings
         self.hub.stats.rate_limited += 1
-        if now - self.last_refused > FLOOD_GRACE:
-            # calm for a while (or the first time): a new run of strikes
-            self.flooding_since = now
-            self.strikes = 0
-        self.strikes += 1
-        self.last_refused = now
+        flooding = self.flood.refused(now)
         self._answer(
             RateLimited(
                 f"over {settings.rate_limit:g} frames/s (burst {settings.rate_burst})",
@@ -550,11 +532,11 @@ class Connection:
             ),
             reply_to,
         )
-        if self.strikes >= settings.flood_strikes and now - self.flooding_since >= FLOOD_GRACE:
+        if flooding:
             log.warning(
                 "flooding: %d frames refused in a row over %.1f s; closing",
-                self.strikes,
-                now - self.flooding_since,
+                self.flood.strikes,
+                now - self.flood.since,
                 extra=self.log_ids(),
             )
             self.close(CloseCode.FLOODING, "flooding after rate-limited warnings")
