@@ -20,10 +20,7 @@ from .http1 import HeadError, Request, find_head_end, json_response, parse_head
 from .replay import Replay, TlsReplay
 from .transports.socketio import SocketIOTransport, upgrade_polling
 from .transports.ws import RECEIVE_SIZE, LeanTransport
-from .websocket import (
-    Deflate,
-    accept_key,
-)
+from .websocket import Deflate, switching_protocols
 
 if TYPE_CHECKING:
     import ssl
@@ -299,18 +296,14 @@ class FrontDoor:
             )
             return None
         codec, subprotocol = negotiated
-        key = headers["sec-websocket-key"][0]
-        response = (
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n"
-        )
+        accepted = ""  # the 101's header lines beyond the accept key
         if subprotocol is not None:
-            response += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+            accepted += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
         deflate = None
         if settings.permessage_deflate:
             deflate = Deflate.negotiate(headers.get("sec-websocket-extensions", []))
             if deflate is not None:
-                response += f"Sec-WebSocket-Extensions: {deflate.response}\r\n"
+                accepted += f"Sec-WebSocket-Extensions: {deflate.response}\r\n"
         transport: Transport = LeanTransport(
             stream,
             text=codec.text,
@@ -328,7 +321,7 @@ class FrontDoor:
         remote = _remote(socket_stream)
         connection = self.hub.open(transport, codec, ip, remote if ip in remote else ip)
         try:
-            await stream.send_all((response + "\r\n").encode("latin-1"))
+            await stream.send_all(switching_protocols(headers["sec-websocket-key"][0], accepted))
         except BaseException:
             self.hub.remove(connection)
             raise

@@ -31,6 +31,7 @@ __all__ = [
     "close_frame",
     "encode_frames",
     "frame",
+    "switching_protocols",
 ]
 
 OP_CONTINUATION: Final = 0x0
@@ -60,6 +61,15 @@ def accept_key(key: str) -> str:
     """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
     digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+def switching_protocols(key: str, headers: str = "") -> bytes:
+    """The ``101`` that accepts an opening handshake with ``Sec-WebSocket-Key`` ``key``
+    (``headers``: further header lines, each ending in CRLF)."""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{headers}\r\n"
+    ).encode("latin-1")
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:

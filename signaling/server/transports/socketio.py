@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from ..websocket import OP_TEXT, ProtocolError, accept_key, close_frame, frame
+from ..websocket import OP_TEXT, ProtocolError, close_frame, frame, switching_protocols
 from .polling import PollingChannel
 from .ws import LeanTransport
 
@@ -332,12 +332,7 @@ async def upgrade_polling(
     `SocketIOTransport` carries on over it (``upgraded`` is called as it does)
     and this returns once the connection has closed the stream. A client that
     breaks RFC 6455 meanwhile gets its close code."""
-    await stream.send_all(
-        (
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-        ).encode("latin-1")
-    )
+    await stream.send_all(switching_protocols(key))
     websocket = LeanTransport(stream, text=True, max_message=max_message, pending=rest)
     try:
         with trio.move_on_after(probe_limit):
