@@ -12,10 +12,10 @@ def test_a_normal_life() -> None:
     phases = [life.phase]
     life.authenticated()
     phases.append(life.phase)
-    assert not life.closing
+    assert life.code is None
     assert life.close(1000, "bye", by="client") is True
     phases.append(life.phase)
-    assert life.closing
+    assert life.code == 1000
     assert life.ended() == (1000, "client")
     phases.append(life.phase)
     assert phases == [Phase.AUTHENTICATING, Phase.OPEN, Phase.CLOSING, Phase.CLOSED]

@@ -65,11 +65,6 @@ class Lifecycle:
         self.reason = ""
         self.closed_by: ClosedBy | None = None
 
-    @property
-    def closing(self) -> bool:
-        """A close code is chosen (CLOSING or CLOSED): no more frames are applied."""
-        return self.code is not None
-
     def authenticated(self) -> None:
         """``auth`` was accepted."""
         self._to(Phase.OPEN)
