@@ -166,3 +166,26 @@ async def test_a_refused_auth_before_connect_is_a_connect_error() -> None:
     sio = transport()
     out = sio._translate_out(b'{"type":"error","code":"unauthorized","message":"no"}')
     assert out.startswith(b'44{"message":"no"')
+
+
+async def test_what_connect_holds_back_is_bounded() -> None:
+    """CONNECT waits for the join of ``auth.sessionId``, holding what follows, but
+    never more than HELD_MAX packets: past that everything goes out in order."""
+    from signaling.server.transports.socketio import HELD_MAX
+
+    channel = PollingChannel("sid")
+    sio = SocketIOTransport(channel, ping_interval=25, ping_timeout=20, max_payload=65536)
+    sio._translate_in('40{"userId": "alice", "sessionId": "s"}')
+    welcome = b'{"type":"welcome","userId":"alice","connectionId":"c_1","iceServers":[]}'
+    await sio.send([welcome], [])
+    # CONNECT itself is the first packet held
+    frames = [
+        b'{"type":"user-joined","sessionId":"t","userId":"u%d"}' % n for n in range(HELD_MAX - 1)
+    ]
+    await sio.send(frames[:-1], [])
+    assert channel.take_outgoing() == []  # held: no join answer yet
+    await sio.send(frames[-1:], [])
+    out = channel.take_outgoing()
+    assert out[0] == '40{"sid":"c_1"}'
+    assert len(out) == HELD_MAX
+    assert out[-1].endswith(f'"u{HELD_MAX - 2}"}}]')

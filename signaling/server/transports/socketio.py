@@ -49,6 +49,8 @@ _SIGNALS = {
     "signal:ice-candidate": "ice-candidate",
 }
 _ID_PREFIX = "sio"
+HELD_MAX = 64
+"""Packets CONNECT may hold back while the join of ``auth.sessionId`` is under way."""
 _AUTO_JOIN = "sio:join-session"
 """The id of the join that ``auth.sessionId`` implies (its reply is an event, not an ack)."""
 
@@ -265,7 +267,9 @@ class SocketIOTransport:
                 packets.append(packet)
                 continue
             self._held.append(packet)
-            if self._release:
+            # bounded: the reader waits on the join meanwhile, so little can
+            # queue here, but a hold must never grow past what an outbox takes
+            if self._release or len(self._held) >= HELD_MAX:
                 packets += self._held
                 self._held = None
         await self._inner.send(packets, control)
