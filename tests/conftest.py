@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 
+from signaling.client import Client, connect
 from signaling.server import Hub, Settings, serve
+from signaling.server.memory import MemoryListener
 
 SYSTEM_MODULES = {
     "test_browser",  # chromium
@@ -56,19 +59,50 @@ def chromium_call() -> dict[str, Any]:
 
 @dataclass
 class Server:
-    """A running server: its port, hub and ``/ws`` URL."""
+    """A running server: its port (or in-memory listener), hub and ``/ws`` URL."""
 
     port: int
     hub: Hub
     stop: trio.Event
+    listener: MemoryListener | None = None
+    """Set when the server listens in memory (`memory_server`) instead of on TCP."""
 
     @property
     def url(self) -> str:
+        if self.listener is not None:
+            return "ws://memory/ws"  # the host is a name only: open_stream ignores it
         return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    async def open_stream(self) -> trio.SocketStream:
+        """A new byte stream to the server."""
+        if self.listener is not None:
+            return await self.listener.connect()
+        return await trio.open_tcp_stream("127.0.0.1", self.port)
+
+    def connect(self, **options: Any) -> AbstractAsyncContextManager[Client]:
+        """The SDK's `connect` to this server (TCP or in memory)."""
+        if self.listener is not None:
+            options.setdefault("open_stream", self.listener.connect)
+        return connect(self.url, **options)
+
+    @asynccontextmanager
+    async def websocket(
+        self, subprotocols: list[str] | None = None, resource: str = "/ws"
+    ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        """A bare trio-websocket connection to the server (its stream via `open_stream`)."""
+        async with trio.open_nursery() as nursery:
+            stream = await self.open_stream()
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, stream, "127.0.0.1", resource, subprotocols=subprotocols
+            )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
 
 
 TEST_SETTINGS = Settings(host="127.0.0.1", port=0, graceful_timeout=5.0, rate_limit=0)
@@ -81,12 +115,24 @@ def settings() -> Settings:
     return TEST_SETTINGS
 
 
-async def start_server(nursery: trio.Nursery, settings: Settings) -> Server:
-    """Our server on an ephemeral port of 127.0.0.1, running in ``nursery``."""
+async def start_server(
+    nursery: trio.Nursery, settings: Settings, *, memory: bool = False
+) -> Server:
+    """Our server on an ephemeral port of 127.0.0.1 (or, with ``memory``, on a
+    `MemoryListener`: no port at all), running in ``nursery``."""
     hub = Hub(settings)
     stop = trio.Event()
-    port = await nursery.start(partial(serve, settings, hub=hub, shutdown_trigger=stop.wait))
-    return Server(port, hub, stop)
+    listener = MemoryListener() if memory else None
+    port = await nursery.start(
+        partial(
+            serve,
+            settings,
+            hub=hub,
+            shutdown_trigger=stop.wait,
+            listeners=None if listener is None else [listener],
+        )
+    )
+    return Server(port, hub, stop, listener)
 
 
 @contextmanager
@@ -132,6 +178,14 @@ async def serve_app(nursery: trio.Nursery, app: Any) -> tuple[str, trio.Event]:
 async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
     """A server on an ephemeral port of 127.0.0.1, shut down after the test."""
     running = await start_server(nursery, settings)
+    yield running
+    running.stop.set()
+
+
+@pytest.fixture
+async def memory_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
+    """A server on a `MemoryListener`: no port, no network; the protocol suite's."""
+    running = await start_server(nursery, settings, memory=True)
     yield running
     running.stop.set()
 

@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 import trio
 import trio_websocket
+from trio.testing import MockClock
 
-from signaling.client import connect
 from signaling.core import RateLimiter, TokenBucket
 from signaling.core.ratelimit import FLOOD_GRACE
 from signaling.errors import RateLimited
@@ -20,6 +20,12 @@ from .conftest import TEST_SETTINGS, Server, chromium_call
 
 CALL = chromium_call()
 LIMITED = TEST_SETTINGS.replace(rate_limit=10.0, rate_burst=50, flood_strikes=20)
+
+
+@pytest.fixture
+def server(memory_server: Server) -> Server:
+    """The rules run in memory (a `MemoryListener`); the slow ones on the autojump clock."""
+    return memory_server
 
 
 def test_bucket_allows_the_burst_then_says_when_to_retry() -> None:
@@ -50,8 +56,8 @@ def test_limiter_shares_a_bucket_per_user_and_forgets_users_who_left() -> None:
 @pytest.mark.parametrize("settings", [LIMITED])
 async def test_a_call_setup_burst_passes(server: Server) -> None:
     async with (
-        connect(server.url, user_id="alice") as alice,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="alice") as alice,
+        server.connect(user_id="bob") as bob,
     ):
         await alice.join("s")
         await bob.join("s")
@@ -69,9 +75,9 @@ async def test_a_call_setup_burst_passes(server: Server) -> None:
 @pytest.mark.parametrize("settings", [LIMITED.replace(rate_limit=1.0)])
 async def test_over_the_limit_frames_are_refused_with_retry_after(server: Server) -> None:
     async with (
-        connect(server.url, user_id="alice") as alice,
-        connect(server.url, user_id="alice") as alice_again,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="alice") as alice,
+        server.connect(user_id="alice") as alice_again,
+        server.connect(user_id="bob") as bob,
     ):
         await alice.join("s")  # token 1 of alice's 50
         await bob.join("s")
@@ -97,13 +103,11 @@ async def test_over_the_limit_frames_are_refused_with_retry_after(server: Server
 
 
 @pytest.mark.parametrize("settings", [LIMITED])
-async def test_persistent_flooding_closes_4429(server: Server) -> None:
+async def test_persistent_flooding_closes_4429(server: Server, autojump_clock: MockClock) -> None:
     """Still over the limit FLOOD_GRACE after the first warning: closed, each frame answered."""
     sent = [0]
     closed = trio.Event()
-    async with trio_websocket.open_websocket_url(
-        server.url, subprotocols=["signaling.v1.json"]
-    ) as ws:
+    async with server.websocket(["signaling.v1.json"]) as ws:
         await ws.send_message(json.dumps({"type": "auth", "userId": "flood"}))
         await ws.get_message()
 
@@ -154,8 +158,8 @@ async def test_a_burst_over_the_limit_is_each_delivered_or_refused(
 ) -> None:
     """The old server's 10/s, burst 10: 30 candidates at once, each relayed or answered."""
     async with (
-        connect(server.url, user_id="alice", encoding=encoding) as alice,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="alice", encoding=encoding) as alice,
+        server.connect(user_id="bob") as bob,
     ):
         await alice.join("s")
         await bob.join("s")
@@ -190,9 +194,9 @@ async def test_a_burst_over_the_limit_is_each_delivered_or_refused(
 async def test_a_flooding_user_does_not_slow_others_down(server: Server) -> None:
     latencies: list[float] = []
     async with (
-        connect(server.url, user_id="alice") as alice,
-        connect(server.url, user_id="bob") as bob,
-        connect(server.url, user_id="mallory") as mallory,
+        server.connect(user_id="alice") as alice,
+        server.connect(user_id="bob") as bob,
+        server.connect(user_id="mallory") as mallory,
         trio.open_nursery() as nursery,
     ):
         await alice.join("s")

@@ -1,4 +1,10 @@
-"""Every rule of protocol/SPEC.md §5 over real sockets on 127.0.0.1, in both encodings."""
+"""Every rule of protocol/SPEC.md §5, in both encodings, on an in-memory listener.
+
+The server listens on a `MemoryListener` (socket pairs: no port, no network),
+and the tests that wait for a timeout run on trio's autojump clock, which
+skips the wait instead of sleeping through it. The transports' own suites
+(test_transport_contract, test_adversarial, ...) run over TCP on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ import msgspec
 import pytest
 import trio
 import trio_websocket
+from trio.testing import MockClock
 
-from signaling.client import Client, connect
+from signaling.client import Client
 from signaling.errors import NotInSession, PeerNotFound, SessionFull
 from signaling.frames import (
     Error,
@@ -32,6 +39,12 @@ from .conftest import TEST_SETTINGS, Server, chromium_call
 CALL = chromium_call()
 
 
+@pytest.fixture
+def server(memory_server: Server) -> Server:
+    """This suite's server listens in memory."""
+    return memory_server
+
+
 @pytest.fixture(params=["json", "msgpack"])
 def encoding(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -42,7 +55,7 @@ async def raw(
     server: Server, subprotocol: str | None = "signaling.v1.json"
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     protocols = [subprotocol] if subprotocol else None
-    async with trio_websocket.open_websocket_url(server.url, subprotocols=protocols) as ws:
+    async with server.websocket(protocols) as ws:
         yield ws
 
 
@@ -78,7 +91,7 @@ async def next_frame(client: Client) -> Any:
 async def test_welcome_names_the_user_connection_and_ice_servers(
     server: Server, encoding: str
 ) -> None:
-    async with connect(server.url, user_id="alice", encoding=encoding) as alice:  # type: ignore[arg-type]
+    async with server.connect(user_id="alice", encoding=encoding) as alice:
         welcome = alice.welcome
         assert isinstance(welcome, Welcome)
         assert welcome.user_id == "alice"
@@ -121,7 +134,9 @@ async def test_malformed_first_frame_is_a_bad_frame_then_4401(server: Server) ->
 
 
 @pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(auth_timeout=0.2)])
-async def test_no_auth_within_the_timeout_closes_4408(server: Server) -> None:
+async def test_no_auth_within_the_timeout_closes_4408(
+    server: Server, autojump_clock: MockClock
+) -> None:
     async with raw(server) as ws:
         code, frames = await closed_with(ws)
     assert (code, frames) == (4408, [])
@@ -132,8 +147,8 @@ async def test_join_tells_participants_and_leave_tells_them_once(
     server: Server, encoding: str
 ) -> None:
     async with (
-        connect(server.url, user_id="alice", encoding=encoding) as alice,  # type: ignore[arg-type]
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="alice", encoding=encoding) as alice,
+        server.connect(user_id="bob") as bob,
     ):
         assert (await alice.join("s")).participants == []
         joined = await bob.join("s")
@@ -149,14 +164,14 @@ async def test_join_tells_participants_and_leave_tells_them_once(
 
 
 async def test_disconnect_sends_user_left_exactly_once(server: Server, encoding: str) -> None:
-    async with connect(server.url, user_id="alice", encoding=encoding) as alice:  # type: ignore[arg-type]
+    async with server.connect(user_id="alice", encoding=encoding) as alice:
         await alice.join("s")
-        async with connect(server.url, user_id="bob") as bob:
+        async with server.connect(user_id="bob") as bob:
             await bob.join("s")
             await bob.join("t")
             assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
         assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
-        async with connect(server.url, user_id="carol") as carol:
+        async with server.connect(user_id="carol") as carol:
             await carol.join("s")
             # the next frame after bob's single user-left is carol's arrival
             assert await next_frame(alice) == UserJoined(session_id="s", user_id="carol")
@@ -165,9 +180,9 @@ async def test_disconnect_sends_user_left_exactly_once(server: Server, encoding:
 
 async def test_second_connection_of_a_user_takes_the_seat(server: Server, encoding: str) -> None:
     async with (
-        connect(server.url, user_id="alice", encoding=encoding) as alice,  # type: ignore[arg-type]
-        connect(server.url, user_id="bob") as old_bob,
-        connect(server.url, user_id="bob", encoding=encoding) as new_bob,  # type: ignore[arg-type]
+        server.connect(user_id="alice", encoding=encoding) as alice,
+        server.connect(user_id="bob") as old_bob,
+        server.connect(user_id="bob", encoding=encoding) as new_bob,
     ):
         await alice.join("s")
         await old_bob.join("s")
@@ -199,8 +214,8 @@ async def test_relay_carries_real_sdp_and_candidates_intact_across_encodings(
     server: Server, encoding: str
 ) -> None:
     async with (
-        connect(server.url, user_id="alice", encoding=encoding) as alice,  # type: ignore[arg-type]
-        connect(server.url, user_id="bob", encoding="msgpack") as bob,
+        server.connect(user_id="alice", encoding=encoding) as alice,
+        server.connect(user_id="bob", encoding="msgpack") as bob,
     ):
         await alice.join("call")
         await bob.join("call")
@@ -233,7 +248,7 @@ async def test_relay_carries_real_sdp_and_candidates_intact_across_encodings(
 async def test_from_is_set_by_the_server(server: Server, encoding: str) -> None:
     async with (
         raw(server, f"signaling.v1.{encoding}") as mallory,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="bob") as bob,
     ):
         await mallory.send_message(dumps({"type": "auth", "userId": "mallory"}, encoding))
         await mallory.get_message()
@@ -256,7 +271,7 @@ async def test_from_is_set_by_the_server(server: Server, encoding: str) -> None:
 async def test_relay_errors_reply_to_the_frame(server: Server, encoding: str) -> None:
     async with (
         raw(server, f"signaling.v1.{encoding}") as alice,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="bob") as bob,
     ):
         await alice.send_message(dumps({"type": "auth", "userId": "alice"}, encoding))
         await alice.get_message()
@@ -274,7 +289,7 @@ async def test_relay_errors_reply_to_the_frame(server: Server, encoding: str) ->
         await alice.send_message(dumps({**offer, "to": "nobody", "id": "o2"}, encoding))
         reply = loads(await alice.get_message())
         assert (reply["code"], reply["replyTo"]) == ("peer-not-found", "o2")
-    async with connect(server.url, user_id="carol") as carol:
+    async with server.connect(user_id="carol") as carol:
         await carol.join("x")
         with pytest.raises(PeerNotFound):
             await carol.request(msgspec.convert({**offer, "sessionId": "x"}, Offer))
@@ -282,8 +297,8 @@ async def test_relay_errors_reply_to_the_frame(server: Server, encoding: str) ->
 
 async def test_messages_from_one_sender_arrive_in_order(server: Server, encoding: str) -> None:
     async with (
-        connect(server.url, user_id="alice", encoding=encoding) as alice,  # type: ignore[arg-type]
-        connect(server.url, user_id="bob", encoding=encoding) as bob,  # type: ignore[arg-type]
+        server.connect(user_id="alice", encoding=encoding) as alice,
+        server.connect(user_id="bob", encoding=encoding) as bob,
     ):
         await alice.join("s")
         await bob.join("s")
@@ -364,9 +379,9 @@ async def test_message_over_the_limit_closes_1009(server: Server) -> None:
 @pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(max_participants=2)])
 async def test_session_cap_refuses_with_session_full(server: Server) -> None:
     async with (
-        connect(server.url, user_id="a") as a,
-        connect(server.url, user_id="b") as b,
-        connect(server.url, user_id="c") as c,
+        server.connect(user_id="a") as a,
+        server.connect(user_id="b") as b,
+        server.connect(user_id="c") as c,
     ):
         await a.join("s")
         await b.join("s")
@@ -378,7 +393,7 @@ async def test_session_cap_refuses_with_session_full(server: Server) -> None:
 
 
 async def test_connection_state_is_logged(server: Server, caplog: pytest.LogCaptureFixture) -> None:
-    async with connect(server.url, user_id="alice") as alice:
+    async with server.connect(user_id="alice") as alice:
         await alice.join("s")
         with caplog.at_level(logging.INFO, logger="signaling"):
             await alice.report_state("s", "connected")
@@ -403,14 +418,14 @@ async def test_client_that_stops_reading_is_closed_and_nobody_else_notices(
     server: Server, nursery: trio.Nursery
 ) -> None:
     async with (
-        connect(server.url, user_id="alice") as alice,
-        connect(server.url, user_id="carol") as carol,
+        server.connect(user_id="alice") as alice,
+        server.connect(user_id="carol") as carol,
     ):
         await alice.join("s")
         await carol.join("s")
         await next_frame(alice)
         # A client with a tiny receive buffer that never reads after joining.
-        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        stream = await server.open_stream()
         stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
         ws = await trio_websocket.wrap_client_stream(
             nursery, stream, "127.0.0.1", "/ws", subprotocols=["signaling.v1.json"]
@@ -436,7 +451,7 @@ async def test_client_that_stops_reading_is_closed_and_nobody_else_notices(
 
 
 async def test_shutdown_closes_every_connection_with_1001(server: Server) -> None:
-    async with connect(server.url, user_id="alice") as alice, raw(server) as ws:
+    async with server.connect(user_id="alice") as alice, raw(server) as ws:
         server.stop.set()
         with trio.fail_after(5):
             frames = [frame async for frame in alice]
@@ -452,8 +467,8 @@ async def test_many_clients_in_many_sessions(server: Server) -> None:
 
         async def pair(n: int) -> None:
             async with (
-                connect(server.url, user_id=f"a{n}") as a,
-                connect(server.url, user_id=f"b{n}", encoding="msgpack") as b,
+                server.connect(user_id=f"a{n}") as a,
+                server.connect(user_id=f"b{n}", encoding="msgpack") as b,
             ):
                 await a.join(f"s{n}")
                 await b.join(f"s{n}")
@@ -486,7 +501,7 @@ class RawClient:
     async def open(cls, server: Server, user_id: str, session_id: str) -> RawClient:
         from wsproto.events import AcceptConnection, Request, TextMessage
 
-        client = cls(await trio.open_tcp_stream("127.0.0.1", server.port))
+        client = cls(await server.open_stream())
         await client.send(Request(host="127.0.0.1", target="/ws"))
         with trio.fail_after(5):
             assert isinstance((await client.events())[0], AcceptConnection)
@@ -509,8 +524,10 @@ class RawClient:
 
 
 @pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1)])
-async def test_silent_client_is_closed_after_missed_pings(server: Server) -> None:
-    async with connect(server.url, user_id="alice") as alice:
+async def test_silent_client_is_closed_after_missed_pings(
+    server: Server, autojump_clock: MockClock
+) -> None:
+    async with server.connect(user_id="alice") as alice:
         await alice.join("s")
         silent = await RawClient.open(server, "silent", "s")
         assert await next_frame(alice) == UserJoined(session_id="s", user_id="silent")
@@ -520,7 +537,9 @@ async def test_silent_client_is_closed_after_missed_pings(server: Server) -> Non
 
 
 @pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1)])
-async def test_client_answering_pings_stays_connected(server: Server) -> None:
+async def test_client_answering_pings_stays_connected(
+    server: Server, autojump_clock: MockClock
+) -> None:
     from wsproto.events import CloseConnection, Ping
 
     client = await RawClient.open(server, "bob", "s")
@@ -550,8 +569,8 @@ async def test_a_bug_in_one_connection_closes_only_that_connection(
 
     monkeypatch.setattr(Peer, "handle", handle)
     async with (
-        connect(server.url, user_id="alice") as alice,
-        connect(server.url, user_id="bob") as bob,
+        server.connect(user_id="alice") as alice,
+        server.connect(user_id="bob") as bob,
         raw(server) as victim,
     ):
         await alice.join("s")

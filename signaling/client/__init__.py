@@ -228,6 +228,7 @@ class _Options:
     open_timeout: float
     ssl_context: ssl.SSLContext | None
     keepalive: float | None
+    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] = trio.open_tcp_stream
 
 
 class Client:
@@ -673,7 +674,7 @@ async def _open_websocket(
     deadline = trio.current_time() + options.open_timeout
     with trio.move_on_at(deadline):
         try:
-            tcp: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            tcp: trio.abc.Stream = await options.open_stream(host, port)
         except OSError as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {_os_reason(exc)}") from exc
     if trio.current_time() >= deadline:
@@ -732,6 +733,7 @@ async def connect(
     keepalive: float | None = 20.0,
     reconnect: bool = False,
     ssl_context: ssl.SSLContext | None = None,
+    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] | None = None,
 ) -> AsyncIterator[Client]:
     """Open, authenticate, and yield a `Client`; closes it on exit.
 
@@ -741,14 +743,25 @@ async def connect(
     - ``keepalive``: ping the server this often and count it gone when a ping
       is not answered within as long again (None: never);
     - ``reconnect``: see the module's documentation;
-    - ``ssl_context``: which certificates to trust for ``wss://`` (default: the system's).
+    - ``ssl_context``: which certificates to trust for ``wss://`` (default: the system's);
+    - ``open_stream``: opens the byte stream to the URL's host and port
+      (default `trio.open_tcp_stream`; a test passes a server's
+      ``MemoryListener.connect``, an app may pass a proxy's or a Unix socket's).
 
     Raises `ConnectionFailed` (`HandshakeRejected`, `ConnectTimeout`) or the
     `SignalingError` of a refused ``auth``.
     """
     subprotocol = JSON_SUBPROTOCOL if encoding == "json" else MSGPACK_SUBPROTOCOL
     options = _Options(
-        url, subprotocol, user_id, token, get_token, open_timeout, ssl_context, keepalive
+        url,
+        subprotocol,
+        user_id,
+        token,
+        get_token,
+        open_timeout,
+        ssl_context,
+        keepalive,
+        open_stream or trio.open_tcp_stream,
     )
     client = Client(options, request_timeout=request_timeout, reconnect=reconnect)
     try:

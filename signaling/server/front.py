@@ -328,16 +328,23 @@ class FrontDoor:
         return connection
 
 
+LOCAL = "local"
+"""The client address of a connection over a Unix socket (a `MemoryListener`'s)."""
+
+
 def _peer_ip(stream: trio.SocketStream) -> str:
     try:
-        return str(stream.socket.getpeername()[0])
+        name = stream.socket.getpeername()
     except OSError:
         return "?"
+    return str(name[0]) if isinstance(name, tuple) else LOCAL
 
 
 def _remote(stream: trio.SocketStream) -> str:
     try:
-        host, port = stream.socket.getpeername()[:2]
+        name = stream.socket.getpeername()
     except OSError:
         return "?"
-    return f"{host}:{port}"
+    if not isinstance(name, tuple):
+        return LOCAL
+    return f"{name[0]}:{name[1]}"

@@ -25,7 +25,7 @@ from .logs import label_process
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from .config import Settings
     from .transports.polling import PollingChannel
@@ -146,12 +146,15 @@ async def serve(
     hub: Hub | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     sock: socket.socket | None = None,
+    listeners: Sequence[trio.abc.Listener[trio.SocketStream]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and ``/ws`` on one port until ``shutdown_trigger`` returns.
 
     Reports the bound port through ``task_status`` (use ``nursery.start``).
-    ``sock`` is a listening socket to serve instead of opening one (workers).
+    ``sock`` is a listening socket to serve instead of opening one (workers);
+    ``listeners`` are listeners to serve instead (a `MemoryListener` in tests:
+    the port reported is then 0).
     On shutdown it stops accepting, closes every WebSocket with 1001 and
     waits up to ``graceful_timeout`` for them to finish.
     """
@@ -187,23 +190,27 @@ async def serve(
     context = WorkerContext(None)
     state: dict[str, Any] = {}
     lifespan = Lifespan(app, config, state)
-    if sock is not None:  # a worker: the supervisor's listening socket
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    serving: list[trio.abc.Listener[trio.SocketStream]]
+    if listeners is not None:
+        serving = list(listeners)
+    elif sock is not None:  # a worker: the supervisor's listening socket
+        serving = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
     else:
-        listeners = await trio.open_tcp_listeners(
+        tcp = await trio.open_tcp_listeners(
             settings.port, host=settings.host or None, backlog=settings.backlog
         )
+        serving = [*tcp]
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
-        port: int = listeners[0].socket.getsockname()[1]
+        port = _bound_port(serving[0])
         front = FrontDoor(hub, app, config, context, state, tls, workers, polling)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as accepting:
                 if workers is not None:
                     await accepting.start(serve_handoffs, workers, front.serve_handed)
                 accepting.start_soon(
-                    partial(trio.serve_listeners, front.handle, listeners, handler_nursery=handlers)
+                    partial(trio.serve_listeners, front.handle, serving, handler_nursery=handlers)
                 )
                 log.info("%s", listening_line(settings, port, tls is not None))
                 task_status.started(port)
@@ -213,7 +220,7 @@ async def serve(
                 accepting.cancel_scope.cancel()
             # Draining: no new connections, /health says 503 on the HTTP
             # connections still open, every WebSocket gets 1001.
-            for listener in listeners:
+            for listener in serving:
                 await listener.aclose()
             count = len(hub.connections)
             log.info("draining: closing %d connection%s", count, "" if count == 1 else "s")
@@ -225,3 +232,9 @@ async def serve(
         log.info("stopped")
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+def _bound_port(listener: trio.abc.Listener[trio.SocketStream]) -> int:
+    """The TCP port ``listener`` is bound to; 0 when it has none (a `MemoryListener`)."""
+    name = listener.socket.getsockname() if hasattr(listener, "socket") else None
+    return int(name[1]) if isinstance(name, tuple) and len(name) > 1 else 0
