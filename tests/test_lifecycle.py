@@ -1,10 +1,19 @@
-"""The connection lifecycle's state machine, every transition (sans I/O)."""
+"""The connection lifecycle's state machine, every transition, and its timers' rules (sans I/O)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from signaling.core.lifecycle import Lifecycle, LifecycleError, Phase
+from signaling.core.lifecycle import (
+    Beat,
+    Heartbeat,
+    Lifecycle,
+    LifecycleError,
+    Phase,
+    token_expired,
+)
 
 
 def test_a_normal_life() -> None:
@@ -54,3 +63,31 @@ def test_transitions_the_table_forbids_raise() -> None:
     opened.authenticated()
     with pytest.raises(LifecycleError, match="open cannot become open"):
         opened.authenticated()
+
+
+def test_the_heartbeat_pings_once_per_silence_and_times_out_before_the_limit() -> None:
+    heartbeat = Heartbeat(interval=20.0, timeout=8.0)
+    assert heartbeat.tick == 2.0
+    never = -math.inf
+    assert heartbeat.check(10.0, last_activity=0.0, pinged_at=never) is Beat.QUIET
+    assert heartbeat.check(20.0, last_activity=0.0, pinged_at=never) is Beat.PING
+    # pinged at 20: no second ping for the same silence
+    assert heartbeat.check(24.0, last_activity=0.0, pinged_at=20.0) is Beat.QUIET
+    # the limit is 28 s; the last check before it (26) ends it, not the first after (28+)
+    assert heartbeat.check(25.9, last_activity=0.0, pinged_at=20.0) is Beat.QUIET
+    assert heartbeat.check(26.0, last_activity=0.0, pinged_at=20.0) is Beat.TIMEOUT
+    # a pong at 21 refreshes it: quiet until the next silence, then one ping again
+    assert heartbeat.check(26.0, last_activity=21.0, pinged_at=20.0) is Beat.QUIET
+    assert heartbeat.check(41.0, last_activity=21.0, pinged_at=20.0) is Beat.PING
+
+
+def test_engine_io_transports_are_pinged_every_interval_whatever_the_traffic() -> None:
+    heartbeat = Heartbeat(interval=25.0, timeout=20.0)
+    assert heartbeat.check(100.0, 99.0, pinged_at=75.0, always_ping=True) is Beat.PING
+    assert heartbeat.check(100.0, 99.0, pinged_at=80.0, always_ping=True) is Beat.QUIET
+
+
+def test_a_token_expires_at_its_exp_and_none_never_does() -> None:
+    assert not token_expired(None, 1e12)
+    assert not token_expired(100.0, 99.9)
+    assert token_expired(100.0, 100.0)

@@ -21,7 +21,7 @@ from msgspec import UNSET
 
 from ..codec import probe_id
 from ..core import FloodWatch, Peer
-from ..core.lifecycle import ClosedBy, Lifecycle
+from ..core.lifecycle import ClosedBy, Lifecycle, token_expired
 from ..errors import BadFrame, CloseCode, Forbidden, RateLimited, SignalingError, Unauthorized
 from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
 from .outbox import Outbox
@@ -493,8 +493,7 @@ class Connection:
 
     def expire(self, now: float) -> None:
         """Close with 4401 if the token has expired (checked by the hub's heartbeat)."""
-        identity = self.identity
-        if identity is None or identity.expires_at is None or now < identity.expires_at:
+        if self.identity is None or not token_expired(self.identity.expires_at, now):
             return
         log.info("token expired; closing", extra=self.log_ids())
         self._answer(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core import RateLimiter, Registry
+from ..core.lifecycle import Beat, Heartbeat
 from ..errors import CloseCode
 from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
@@ -154,20 +155,12 @@ class Hub:
     async def serve_heartbeat(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Ping idle connections; close those that answer nothing.
-
-        A connection that received nothing for ``ping_interval`` seconds gets a
-        ping; one that received nothing (pong included) for ``ping_interval +
-        ping_timeout`` is closed with 4408. Checked four times per the shorter
-        of the two; a connection is closed at the last check before its limit
-        rather than the first after, so a half-open one never outlives it.
-        """
-        interval = self.settings.ping_interval
-        tick = min(interval, self.settings.ping_timeout) / 4
-        limit = interval + self.settings.ping_timeout - tick
+        """Ping idle connections, close those that answer nothing and those whose
+        token expired: the rules are `Heartbeat` and `token_expired`, this the clock."""
+        heartbeat = Heartbeat(self.settings.ping_interval, self.settings.ping_timeout)
         task_status.started()
         while True:
-            await trio.sleep(tick)
+            await trio.sleep(heartbeat.tick)
             now = trio.current_time()
             wall = time.time()
             for index, connection in enumerate(list(self.connections)):
@@ -175,15 +168,17 @@ class Hub:
                     # tens of thousands of connections: let relays through meanwhile
                     await trio.lowlevel.checkpoint()
                 transport = connection.transport
-                idle = now - transport.last_activity
-                if idle >= limit:
+                beat = heartbeat.check(
+                    now,
+                    transport.last_activity,
+                    connection.pinged_at,
+                    always_ping=getattr(transport, "always_ping", False),
+                )
+                if beat is Beat.TIMEOUT:
+                    idle = now - transport.last_activity
                     log.info("silent for %.0f s; closing", idle, extra=connection.log_ids())
                     connection.close(CloseCode.TIMEOUT, "no answer to pings")
-                elif getattr(transport, "always_ping", False):
-                    if now - connection.pinged_at >= interval:
-                        connection.pinged_at = now
-                        transport.ping()
-                elif idle >= interval and connection.pinged_at <= transport.last_activity:
+                elif beat is Beat.PING:
                     connection.pinged_at = now
                     transport.ping()
                 connection.expire(wall)
