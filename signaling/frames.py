@@ -63,6 +63,8 @@ SESSION_ID_MAX_LENGTH = 128
 FrameId = Annotated[str, Meta(max_length=ID_MAX_LENGTH)]
 UserId = Annotated[str, Meta(min_length=1, max_length=USER_ID_MAX_LENGTH)]
 SessionId = Annotated[str, Meta(min_length=1, max_length=SESSION_ID_MAX_LENGTH)]
+ResumeToken = Annotated[str, Meta(min_length=1, max_length=128)]
+"""A ``welcome``'s ``resumeToken`` as a client sends it back (opaque; ours are shorter)."""
 DATA_MAX_DEPTH = 32
 """Deepest nesting of objects and arrays accepted inside a signal's ``data``."""
 
@@ -199,10 +201,12 @@ class IceServer(_Object):
 
 
 class Auth(_Frame, tag="auth"):
-    """First frame of a connection: who the client is."""
+    """First frame of a connection: who the client is, and (v1.1) the
+    ``resumeToken`` of the connection it takes over (protocol/SPEC.md §10)."""
 
     user_id: UserId
     token: str | UnsetType = UNSET
+    resume: ResumeToken | UnsetType = UNSET
     id: FrameId | UnsetType = UNSET
 
 
@@ -275,11 +279,20 @@ ClientFrame = Auth | JoinSession | LeaveSession | Offer | Answer | IceCandidate 
 
 
 class Welcome(_Frame, tag="welcome"):
-    """Answer to a successful ``auth``."""
+    """Answer to a successful ``auth``.
+
+    v1.1 (protocol/SPEC.md §10): ``resumeToken`` and ``resumeWindowMs`` when
+    resume is on; ``resumed`` answers an ``auth`` that asked to resume, with
+    ``sessions`` (the sessions it is back in) when it did.
+    """
 
     user_id: str
     connection_id: str
     ice_servers: list[IceServer]
+    resume_token: str | UnsetType = UNSET
+    resume_window_ms: int | UnsetType = UNSET
+    resumed: bool | UnsetType = UNSET
+    sessions: list[str] | UnsetType = UNSET
 
 
 class SessionJoined(_Frame, tag="session-joined"):

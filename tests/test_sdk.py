@@ -23,6 +23,7 @@ from signaling.client import (
     ConnectTimeout,
     HandshakeRejected,
     Reconnected,
+    RelayedAnswer,
     RelayedOffer,
     RequestTimeout,
     Unauthorized,
@@ -237,6 +238,7 @@ def _drop(server: Server, user_id: str, code: int = 1001) -> None:
             connection.close(code, "going away (test)")
 
 
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(resume_window=0)])
 async def test_reconnect_rejoins_and_says_so(server: Server) -> None:
     url = f"ws://127.0.0.1:{server.port}/ws"
     tokens: list[str] = []
@@ -267,6 +269,40 @@ async def test_reconnect_rejoins_and_says_so(server: Server) -> None:
             while not isinstance(frame, RelayedOffer):
                 frame = await bob.receive()
         assert frame.from_ == "alice"
+
+
+@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(resume_window=15)])
+async def test_reconnect_resumes_with_the_held_frames_in_order(server: Server) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    async with (
+        connect(url, user_id="alice", reconnect=True, encoding="msgpack") as alice,
+        connect(url, user_id="bob") as bob,
+    ):
+        await alice.join("s")
+        await bob.join("s")
+        assert await alice.receive() == UserJoined(session_id="s", user_id="bob")
+        first = alice.connection_id
+        # the server drops alice (as a node restart does); bob's signals meanwhile are held
+        _drop(server, "alice")
+        for n in range(3):
+            await bob.send_candidate("alice", "s", {**CALL["offerCandidates"][0], "sdpMid": str(n)})
+        with trio.fail_after(10):
+            event = await alice.receive()
+            assert isinstance(event, Reconnected)
+            assert event.resumed is True
+            assert event.welcome.sessions == ["s"]
+            held = [await alice.receive() for _ in range(3)]
+        assert [f.data["candidate"]["sdpMid"] for f in held] == ["0", "1", "2"]  # type: ignore[union-attr]
+        assert alice.connection_id == first
+        assert alice.sessions == {"s"}
+        # bob heard nothing, and the call's signaling goes on both ways
+        await alice.send_offer("bob", "s", CALL["offer"])
+        with trio.fail_after(5):
+            frame = await bob.receive()
+        assert isinstance(frame, RelayedOffer)
+        await bob.send_answer("alice", "s", CALL["answer"])
+        with trio.fail_after(5):
+            assert isinstance(await alice.receive(), RelayedAnswer)
 
 
 async def test_no_reconnect_after_a_code_that_will_not_pass(server: Server) -> None:

@@ -523,7 +523,11 @@ class RawClient:
         return list(self.ws.events())
 
 
-@pytest.mark.parametrize("settings", [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1)])
+@pytest.mark.parametrize(
+    "settings",
+    # resume off: the seat goes at once (with resume: tests/test_resume.py)
+    [TEST_SETTINGS.replace(ping_interval=0.1, ping_timeout=0.1, resume_window=0)],
+)
 async def test_silent_client_is_closed_after_missed_pings(
     server: Server, autojump_clock: MockClock
 ) -> None:

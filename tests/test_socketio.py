@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from signaling.client import connect
-from signaling.frames import RelayedAnswer, RelayedOffer, UserJoined
+from signaling.frames import RelayedAnswer, RelayedOffer, UserJoined, UserLeft
 
 from .conftest import CHROMIUM_CALL, SOCKETIO_DIR, TEST_SETTINGS, Server, chromium_call
 
@@ -238,6 +238,48 @@ async def test_socketio_client_reconnects_after_a_server_close(
     await alice.next("connect")
     assert server.hub.registry.participants("again") == ["alice"]
     await alice.close()
+
+
+@pytest.mark.parametrize("transports", ["websocket", "default"])
+async def test_a_socketio_client_that_drops_resumes_and_nobody_notices(
+    server: Server, node_modules: Path, transports: str
+) -> None:
+    """socket.io-client sends back the CONNECT's pid after a drop (its connection
+    state recovery): the server resumes it (protocol/SPEC.md §10)."""
+    async with connect(server.url, user_id="bob") as bob:
+        await bob.join("calls")
+        alice = await NodeClient.start(server, "alice", "calls", transports)
+        await alice.next("connect")
+        with trio.fail_after(5):
+            assert await bob.receive() == UserJoined(session_id="calls", user_id="alice")
+        (old,) = [c for c in server.hub.connections if c.user_id == "alice"]
+        connection_id = old.connection_id
+        old.close(1001, "node restarting (test)")
+        await alice.next("disconnect")
+        # while alice is away, bob's signals to her are held
+        for n in range(3):
+            await bob.send_candidate(
+                "alice", "calls", {**CALL["offerCandidates"][0], "sdpMid": str(n)}
+            )
+        await alice.next("connect")
+        held = [(await alice.next("signal:ice-candidate"))["args"][0] for _ in range(3)]
+        assert [c["data"]["candidate"]["sdpMid"] for c in held] == ["0", "1", "2"]
+        assert server.hub.stats.resumes["resumed"] == 1
+        (new,) = [c for c in server.hub.connections if c.user_id == "alice"]
+        assert new.connection_id == connection_id
+        # bob heard neither user-left nor user-joined, and the call goes on
+        await alice.send(
+            {
+                "emit": "signal:answer",
+                "payload": {"to": "bob", "sessionId": "calls", "data": {"sdp": CALL["answer"]}},
+            }
+        )
+        with trio.fail_after(5):
+            frame = await bob.receive()
+        assert isinstance(frame, RelayedAnswer)
+        await alice.close()  # a Socket.IO disconnect: leaves at once
+        with trio.fail_after(5):
+            assert await bob.receive() == UserLeft(session_id="calls", user_id="alice")
 
 
 async def _old_readme_client(server: Server, role: str) -> NodeClient:

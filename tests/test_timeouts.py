@@ -82,6 +82,7 @@ async def test_half_open_connection_is_closed_and_user_left_sent_once(
     hub = Hub(SETTINGS)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.serve_heartbeat)
+        await nursery.start(hub.serve_resumes)
         alice = MemoryClient(hub, nursery)
         ghost = MemoryClient(hub, nursery)
         for client, user in ((alice, "alice"), (ghost, "ghost")):
@@ -100,8 +101,9 @@ async def test_half_open_connection_is_closed_and_user_left_sent_once(
             "text",
             {"type": "user-left", "sessionId": "s", "userId": "ghost"},
         )
-        # gone within ping interval + timeout (checked every quarter of the shorter one)
-        silent_for = trio.current_time() - went_silent
+        # gone within ping interval + timeout (checked every quarter of the shorter
+        # one), then its seat waited the resume window for it (protocol/SPEC.md §10)
+        silent_for = trio.current_time() - went_silent - SETTINGS.resume_window
         limit = SETTINGS.ping_interval + SETTINGS.ping_timeout
         assert limit - SETTINGS.ping_timeout / 4 <= silent_for <= limit
         # alice, answering pings, stays connected and hears nothing more about ghost
@@ -144,6 +146,7 @@ async def test_the_heartbeat_checks_many_connections_in_slices(
 
     class Idle:
         def __init__(self) -> None:
+            self.close_code = None
             self.pinged_at = -1e9
             self.transport = self
             self.last_activity = trio.current_time()

@@ -21,8 +21,12 @@ Failures have their own exceptions, each with its cause:
   says so as soon as it happens, a server gone silent included (``keepalive``).
 
 With ``reconnect=True`` a connection that drops (1001, 1006, 1011, 1013) is
-opened again with backoff, authenticated (``get_token`` is asked again) and
-its sessions re-joined; `Client.receive` then yields a `Reconnected` event.
+opened again with backoff and authenticated (``get_token`` is asked again),
+asking to resume (protocol/SPEC.md §10) with the last ``welcome``'s
+``resumeToken``. Resumed, it is back in its sessions without the others
+noticing, and the frames the server held come next, in order; otherwise its
+sessions are re-joined. Either way `Client.receive` first yields a
+`Reconnected` event (``resumed`` says which).
 """
 
 from __future__ import annotations
@@ -173,12 +177,19 @@ class RequestTimeout(TimeoutError):
 class Reconnected:
     """Yielded by `Client.receive` after ``reconnect=True`` connected again.
 
-    ``sessions``: the ``session-joined`` reply for each session re-joined.
-    The others heard this user leave and join again, so calls are set up anew.
+    ``resumed``: the server kept this connection's seats (protocol/SPEC.md
+    §10); the others noticed nothing, ``welcome.sessions`` are the sessions it
+    is back in, and the frames held for it follow this event, in order. Calls
+    go on as they were.
+
+    Not resumed (the window was over, or resume is off): ``sessions`` is the
+    ``session-joined`` reply for each session re-joined. The others heard this
+    user leave and join again, so calls are set up anew.
     """
 
     welcome: Welcome
     sessions: list[SessionJoined]
+    resumed: bool = False
 
 
 class _WatchedStream(trio.abc.Stream):
@@ -438,14 +449,19 @@ class Client:
 
     # --- the background tasks ------------------------------------------------------------
 
-    async def _open(self, nursery: trio.Nursery) -> None:
-        """Open, authenticate; on success the connection is this client's."""
+    async def _open(self, nursery: trio.Nursery, resume: str | None = None) -> None:
+        """Open, authenticate (asking to resume with ``resume``); on success the
+        connection is this client's."""
         options = self._options
         token = await options.get_token() if options.get_token is not None else options.token
         ws, stream = await _open_websocket(nursery, options)
         try:
             with trio.move_on_after(options.open_timeout) as slow:
-                auth = Auth(user_id=options.user_id, token=UNSET if token is None else token)
+                auth = Auth(
+                    user_id=options.user_id,
+                    token=UNSET if token is None else token,
+                    resume=UNSET if resume is None else resume,
+                )
                 await ws.send_message(_as_message(self._codec.text, self._codec.encode(auth)))
                 first = self._codec.decode(await ws.get_message())
             if slow.cancelled_caught:
@@ -483,11 +499,17 @@ class Client:
                     self._closed = closed
                     return
                 while True:  # connect again, with backoff, until it works or cannot
-                    delay = min(self.max_delay, self.min_delay * 2**attempt)
+                    # the first try soon (a resume window is short; a little
+                    # jitter spreads a node's clients), then with backoff
+                    if attempt:
+                        delay = min(self.max_delay, self.min_delay * 2 ** (attempt - 1))
+                    else:
+                        delay = self.min_delay / 5
                     attempt += 1
                     await trio.sleep(delay * (0.5 + random.random() / 2))
+                    resume = self.welcome.resume_token if self.welcome is not None else UNSET
                     try:
-                        await self._open(nursery)
+                        await self._open(nursery, None if resume is UNSET else resume)
                     except (ConnectionFailed, ConnectionClosed) as exc:
                         if isinstance(exc, HandshakeRejected) and exc.status_code not in (429, 503):
                             self._closed = ConnectionClosed(closed.code, str(exc))
@@ -498,6 +520,13 @@ class Client:
                         return
                     break
                 attempt = 0
+                assert self.welcome is not None
+                if self.welcome.resumed is True:
+                    # back in its sessions; the held frames follow this event
+                    self.sessions = set(self.welcome.sessions or ())
+                    self._frames_in.send_nowait(Reconnected(self.welcome, [], resumed=True))
+                    self._up.set()
+                    continue
                 self._up.set()
                 nursery.start_soon(self._rejoin)
         finally:

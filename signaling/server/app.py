@@ -135,6 +135,7 @@ def create_app(
     @app.before_serving
     async def start_background() -> None:
         await app.nursery.start(hub.serve_heartbeat)
+        await app.nursery.start(hub.serve_resumes)
         if hub.cluster is not None:
             await app.nursery.start(hub.cluster.serve, Reactor.current().after_round)
 
@@ -183,7 +184,9 @@ def create_app(
         return _json_error(500, "internal", "internal server error")
 
     metrics_registry = CollectorRegistry(auto_describe=False)
-    metrics_registry.register(MetricsCollector(hub.stats, hub.registry, hub.connections, hub.ice))
+    metrics_registry.register(
+        MetricsCollector(hub.stats, hub.registry, hub.connections, hub.ice, hub.resumes)
+    )
     ProcessCollector(registry=metrics_registry)
 
     @app.get("/metrics")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
 
     from ..core import Peer, Registry
+    from ..core.resume import Resumes
     from ..frames import JoinSession
     from .config import Settings
     from .connection import Connection
@@ -121,6 +122,8 @@ class ClusterNode(Protocol):
     def connections(self) -> Collection[Connection]: ...
     @property
     def by_connection_id(self) -> Mapping[str, Connection]: ...
+    @property
+    def resumes(self) -> Resumes: ...
 
 
 class Cluster:
@@ -305,6 +308,10 @@ class Cluster:
             connection = self.hub.by_connection_id.get(op.connection_id)
             if connection is not None:
                 connection.deliver(_decode_frame(op.frame))
+            else:  # away (protocol/SPEC.md §10): held for its resume
+                away = self.hub.resumes.get(op.connection_id)
+                if away is not None:
+                    away.hold(_decode_frame(op.frame))
         elif type(op) is Joined:
             seat = Seat(op.node, op.connection_id)
             self._joined(op.session_id, op.user_id, seat, op.previous_node, op.previous_id)

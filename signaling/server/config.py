@@ -72,6 +72,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _window(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise ValueError("expected a number of seconds from 0 (off) to 3600")
+    return value
+
+
 def _milliseconds(text: str) -> float:
     try:
         value = float(text.strip())
@@ -611,6 +621,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a pinged client has to answer before it is closed with 4408.",
     ),
     Setting(
+        "resume_window",
+        "SIGNALING_RESUME_WINDOW",
+        "--resume-window",
+        "15",
+        _window,
+        "Seconds a dropped connection's seats wait for it to resume (0: off); "
+        "signals for it are held meanwhile, as many as its outbox takes.",
+    ),
+    Setting(
         "backlog",
         "SIGNALING_BACKLOG",
         "--backlog",
@@ -717,6 +736,7 @@ class Settings:
     ping_timeout: float = 20.0
     backlog: int = 4096
     graceful_timeout: float = 10.0
+    resume_window: float = 15.0
     metrics_token: str = ""
     log_level: str = "INFO"
     log_format: str = "text"

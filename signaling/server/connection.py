@@ -19,11 +19,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from msgspec import UNSET
 
-from ..codec import probe_id
+from ..codec import SERVER_CODECS, probe_id
 from ..core import FloodWatch, Peer
 from ..core.lifecycle import ClosedBy, Lifecycle, token_expired
 from ..errors import BadFrame, CloseCode, Forbidden, RateLimited, SignalingError, Unauthorized
-from ..frames import Auth, Error, JoinSession, LeaveSession, Welcome
+from ..frames import (
+    Auth,
+    Error,
+    JoinSession,
+    LeaveSession,
+    RelayedAnswer,
+    RelayedIceCandidate,
+    RelayedOffer,
+    UserJoined,
+    UserLeft,
+    Welcome,
+)
 from .outbox import Outbox
 from .websocket import ProtocolError
 
@@ -34,6 +45,7 @@ if TYPE_CHECKING:
 
     from ..codec import Codec
     from ..core import RateLimiter, Registry, TokenBucket
+    from ..core.resume import Away
     from ..frames import ClientFrame, ServerFrame
     from .auth import Authenticator, Authorizer, Identity
     from .config import Settings
@@ -96,6 +108,25 @@ class Node(Protocol):
         """One connection of ``user_id`` fewer."""
         ...
 
+    def new_resume_token(self, connection: Connection) -> str | None:
+        """A fresh resume token for a ``welcome`` (None: resume is off)."""
+        ...
+
+    def go_away(self, connection: Connection) -> Away | None:
+        """Keep the seats of a connection that dropped, for the resume window."""
+        ...
+
+    def claim(self, token: str, user_id: str, claimer: Connection) -> Away | None:
+        """The away connection a resume token names, if ``user_id`` may take it."""
+        ...
+
+    def rename(self, connection: Connection, connection_id: str) -> None:
+        """``connection`` takes over the id of the connection it resumed."""
+        ...
+
+    @property
+    def resume_window(self) -> float: ...
+
 
 class Connection:
     """A client connection; it is the `signaling.core.Member` the registry holds."""
@@ -103,6 +134,7 @@ class Connection:
     __slots__ = (
         "_direct",
         "_scope",
+        "away",
         "bucket",
         "codec",
         "connection_id",
@@ -115,6 +147,7 @@ class Connection:
         "peer",
         "pinged_at",
         "remote",
+        "resume_token",
         "transport",
     )
 
@@ -141,6 +174,10 @@ class Connection:
         self.lifecycle = Lifecycle()
         """The phase (authenticating, open, closing, closed) and the close code."""
         self._scope: trio.CancelScope | None = None
+        self.resume_token: str | None = None
+        """The token of its latest ``welcome`` (protocol/SPEC.md §10)."""
+        self.away: Away | None = None
+        """Set once it ended and its seats wait for a resume."""
 
     @property
     def user_id(self) -> str | None:
@@ -162,6 +199,8 @@ class Connection:
         task works through a burst (`Hub.corked`): then the writer coalesces.
         """
         if self.close_code is not None:
+            if self.away is not None:
+                self.away.hold(frame)  # routed here before the node forgot this connection
             return
         self._count(frame)
         message = self.codec.encode(frame)
@@ -185,8 +224,11 @@ class Connection:
             self.outbox.queued_bytes,
             extra=self.log_ids(),
         )
-        self.outbox.clear()
+        # closing first: what is queued goes to the hold of a connection that may
+        # resume (no silent gap; where it overflows too, its seats go)
         self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
+        self._hold_unsent()
+        self.outbox.clear()
 
     @property
     def close_code(self) -> int | None:
@@ -205,25 +247,54 @@ class Connection:
         this echoes the client's close."""
         if not self.lifecycle.close(code, reason, by=by):
             return
+        # Free the seats now, not after the close handshake: the others hear
+        # user-left at once even if this client never answers (or, when it may
+        # resume, its frames are held from now on).
+        self._release_seats(leaving=_leaves(code, by))
         self.outbox.close()
-        # Free the seats now, not after the close handshake: the others
-        # hear user-left at once even if this client never answers.
-        self._release_seats()
         self._arm_close_deadline()
 
     def _arm_close_deadline(self) -> None:
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT)
 
-    def _release_seats(self) -> None:
+    def _release_seats(self, *, leaving: bool) -> None:
+        """The connection ends: its seats go, or (``leaving`` False, resume on) wait
+        for the client to come back (protocol/SPEC.md §10)."""
         peer = self.peer
-        if peer is None or peer.closed:
+        if peer is None or peer.closed or self.away is not None:
             return
+        if not leaving:
+            self.away = self.hub.go_away(self)
+            if self.away is not None:
+                return
         sessions = list(peer.sessions)
         peer.close()
         cluster = self.hub.cluster
         if cluster is not None and sessions:
             cluster.leaving(peer, sessions)
+
+    def _hold_unsent(self) -> None:
+        """An away connection's frames that were queued but never written go to
+        the hold, ahead of what came after: what others sent it (signals,
+        ``user-joined``/``user-left``, ``replaced``), not replies to its own
+        frames nor the error it was closed with. Frames already written to the
+        socket are not sent again."""
+        if self.away is None:
+            return
+        unsent = self.outbox.take_unsent()
+        if not unsent:
+            return
+        decode = SERVER_CODECS[self.codec.subprotocol].decode
+        frames: list[ServerFrame] = []
+        for message in unsent:
+            try:
+                frame = decode(message)
+            except BadFrame:  # not a frame of ours (a transport's own packet)
+                continue
+            if type(frame) in _HELD or (type(frame) is Error and frame.code == "replaced"):
+                frames.append(frame)
+        self.away.hold_first(frames)
 
     # --- the tasks ---------------------------------------------------------------
 
@@ -251,7 +322,8 @@ class Connection:
             code, by = self.lifecycle.ended(None if peer_close is None else peer_close[0])
             hub.stats.closes[code] += 1
             if self.peer is not None:
-                self._release_seats()
+                self._release_seats(leaving=_leaves(code, by))
+                self._hold_unsent()  # what the writer could not write before the end
                 user_id = self.peer.user_id
                 hub.user_left(user_id)
                 if self.bucket is not None:
@@ -441,11 +513,51 @@ class Connection:
         self.peer = Peer(self.hub.registry, self.connection_id, user_id, self.deliver)
         self.bucket = self.hub.limiter.acquire(user_id, trio.current_time())
         ice_servers = await self.hub.ice.ice_servers(user_id)
-        log.info("authenticated", extra=self.log_ids())
-        self.deliver(
-            Welcome(user_id=user_id, connection_id=self.connection_id, ice_servers=ice_servers)
+        if self.close_code is not None:
+            return None  # closed meanwhile: a token to resume stays unclaimed
+        # from here to the welcome nothing awaits: a claimed peer's frames are
+        # held until the held ones go out, then come straight here
+        away = None
+        if frame.resume is not UNSET:
+            away = self.hub.claim(frame.resume, user_id, self)
+        if away is not None:
+            self.peer = away.peer  # the fresh one, never seated, is dropped
+            self.hub.rename(self, away.peer.connection_id)
+        self.resume_token = self.hub.new_resume_token(self)
+        welcome = Welcome(
+            user_id=user_id,
+            connection_id=self.connection_id,
+            ice_servers=ice_servers,
+            resume_token=self.resume_token if self.resume_token is not None else UNSET,
+            resume_window_ms=self._window_ms(),
         )
+        if frame.resume is not UNSET:
+            welcome.resumed = away is not None
+        if away is None:
+            log.info("authenticated", extra=self.log_ids())
+            self.deliver(welcome)
+            return batch[1:]
+        # Resumed (protocol/SPEC.md §10): welcome, then what was held, in order,
+        # then live traffic; from here on the peer's frames come to this connection.
+        welcome.sessions = sorted(self.peer.sessions)
+        held = away.frames()
+        log.info(
+            "resumed: back in %d session%s, %d held frame%s",
+            len(welcome.sessions),
+            "" if len(welcome.sessions) == 1 else "s",
+            len(held),
+            "" if len(held) == 1 else "s",
+            extra=self.log_ids(),
+        )
+        self.deliver(welcome)
+        for held_frame in held:
+            self.deliver(held_frame)
+        self.peer.deliver = self.deliver
         return batch[1:]
+
+    def _window_ms(self) -> int | UnsetType:
+        window = self.hub.resume_window
+        return round(window * 1000) if window > 0 else UNSET
 
     async def _reauth(self, frame: Auth) -> None:
         """A fresh token on a live connection (same user only) extends its life."""
@@ -476,11 +588,14 @@ class Connection:
                 )
                 self._answer(Forbidden(message, session_id=session_id), frame.id)
         ice_servers = await self.hub.ice.ice_servers(identity.user_id)
+        self.resume_token = self.hub.new_resume_token(self)
         self.deliver(
             Welcome(
                 user_id=identity.user_id,
                 connection_id=self.connection_id,
                 ice_servers=ice_servers,
+                resume_token=self.resume_token if self.resume_token is not None else UNSET,
+                resume_window_ms=self._window_ms(),
             )
         )
 
@@ -588,6 +703,17 @@ class Connection:
         except UnicodeDecodeError:
             self.close(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
             return None, None
+
+
+def _leaves(code: int, by: ClosedBy) -> bool:
+    """Whether a connection that ended so leaves its sessions at once rather than
+    going away (protocol/SPEC.md §10): its client closed with 1000, or with a
+    close frame without a code (1005: what a browser's ``close()`` sends)."""
+    return by == "client" and code in (CloseCode.NORMAL, 1005)
+
+
+_HELD = frozenset({RelayedOffer, RelayedAnswer, RelayedIceCandidate, UserJoined, UserLeft})
+"""What a connection's unsent frames keep for its resume (with ``replaced`` errors)."""
 
 
 def _is_utf8(payload: bytes) -> bool:

@@ -12,6 +12,7 @@ import trio
 
 from ..core import RateLimiter, Registry
 from ..core.lifecycle import Beat, Heartbeat
+from ..core.resume import Away, Resumes
 from ..errors import CloseCode
 from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
@@ -75,6 +76,17 @@ class Hub:
         writers to coalesce instead of going out one write each."""
         self.draining = False
         self._all_closed = trio.Event()
+        self.resumes = Resumes(
+            settings.resume_window,
+            max_frames=settings.outbox_frames,
+            max_bytes=settings.outbox_bytes,
+            capacity=settings.max_connections,
+        )
+        """Connections that dropped and may resume (protocol/SPEC.md §10)."""
+        self.by_resume_token: dict[str, Connection] = {}
+        """Live connections by the resume token of their latest ``welcome``."""
+        self._resumes_changed = trio.Event()
+        self.resumes.on_due = lambda: self._resumes_changed.set()
 
     def open(
         self, transport: Transport, codec: Codec[ClientFrame], ip: str, remote: str
@@ -138,7 +150,11 @@ class Hub:
     def remove(self, connection: Connection) -> None:
         """A connection ended."""
         self.connections.discard(connection)
-        self.by_connection_id.pop(connection.connection_id, None)
+        if self.by_connection_id.get(connection.connection_id) is connection:
+            # (a resumed connection took over the id of the one it replaced)
+            del self.by_connection_id[connection.connection_id]
+        if connection.resume_token is not None:
+            self.by_resume_token.pop(connection.resume_token, None)
         _decrement(self.by_ip, cap_key(connection.ip))
         if self.draining and not self.connections:
             self._all_closed.set()
@@ -146,6 +162,104 @@ class Hub:
     def user_left(self, user_id: str) -> None:
         """One connection of ``user_id`` ended (the per-user cap's count)."""
         _decrement(self.by_user, user_id)
+
+    # --- resume (protocol/SPEC.md §10) -------------------------------------------------
+
+    @property
+    def resume_window(self) -> float:
+        """Seconds an away connection's seats wait (0: resume is off)."""
+        return self.resumes.window
+
+    def new_resume_token(self, connection: Connection) -> str | None:
+        """A fresh token for ``connection``'s ``welcome`` (its previous one stops
+        working); None when resume is off."""
+        if not self.resumes.enabled:
+            return None
+        if connection.resume_token is not None:
+            self.by_resume_token.pop(connection.resume_token, None)
+        token = "r_" + secrets.token_urlsafe(18)
+        self.by_resume_token[token] = connection
+        return token
+
+    def rename(self, connection: Connection, connection_id: str) -> None:
+        """``connection`` resumed the one called ``connection_id`` and takes its id."""
+        if self.by_connection_id.get(connection.connection_id) is connection:
+            del self.by_connection_id[connection.connection_id]
+        connection.connection_id = connection_id
+        self.by_connection_id[connection_id] = connection
+
+    def go_away(self, connection: Connection) -> Away | None:
+        """``connection`` ended without its client's 1000: its peer keeps its seats
+        for the window, its frames held. None (and nothing kept) when resume is off."""
+        peer = connection.peer
+        token = connection.resume_token
+        if not self.resumes.enabled or peer is None or peer.closed or token is None:
+            return None
+        self.by_resume_token.pop(token, None)
+        away = self.resumes.go_away(token, peer, trio.current_time())
+        self._resumes_changed.set()
+        log.info(
+            "away: %d seat%s kept for %g s",
+            len(peer.sessions),
+            "" if len(peer.sessions) == 1 else "s",
+            self.resumes.window,
+            extra=connection.log_ids(),
+        )
+        return away
+
+    def claim(self, token: str, user_id: str, claimer: Connection) -> Away | None:
+        """The away connection ``token`` names, for ``user_id``'s new connection.
+
+        A token of a connection still open here (the client saw it drop; this
+        node did not yet) closes that one first, so its seats move over too.
+        """
+        live = self.by_resume_token.get(token)
+        if live is not None and live is not claimer and live.user_id == user_id:
+            live.close(CloseCode.NORMAL, "resumed on a new connection")
+        away = self.resumes.claim(token, user_id, trio.current_time())
+        self.stats.resumes["resumed" if away is not None else "refused"] += 1
+        return away
+
+    def leave_for_good(self, away: Away, why: str) -> None:
+        """An away connection's window is over: its seats go, the others hear
+        ``user-left`` once (here and on the other nodes)."""
+        peer = away.peer
+        sessions = list(peer.sessions)
+        log.info(
+            "away too long (%s): leaving %d session%s",
+            why,
+            len(sessions),
+            "" if len(sessions) == 1 else "s",
+            extra=peer.log_ids(),
+        )
+        self.stats.resume_expiries[why] += 1
+        peer.close()
+        if self.cluster is not None and sessions:
+            self.cluster.leaving(peer, sessions)
+
+    async def serve_resumes(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """End the windows of away connections as they run out (or overflow)."""
+        task_status.started()
+        while True:
+            with trio.move_on_at(self.resumes.next_deadline()):
+                await self._resumes_changed.wait()
+            self._resumes_changed = trio.Event()
+            self._expire_due()
+
+    def _expire_due(self) -> None:
+        now = trio.current_time()
+        for away in self.resumes.due(now):
+            why = (
+                "overflow" if away.overflowed else "window" if now >= away.deadline else "capacity"
+            )
+            self.leave_for_good(away, why)
+
+    def end_resumes(self) -> None:
+        """The node stops: every away connection leaves now."""
+        for away in self.resumes.take_all():
+            self.leave_for_good(away, "shutdown")
 
     async def wait_closed(self) -> None:
         """After `close_all`: wait until no connection is left."""
@@ -167,6 +281,8 @@ class Hub:
                 if index and not index % HEARTBEAT_SLICE:
                     # tens of thousands of connections: let relays through meanwhile
                     await trio.lowlevel.checkpoint()
+                if connection.close_code is not None:
+                    continue  # closing already (within its close timeout)
                 transport = connection.transport
                 beat = heartbeat.check(
                     now,

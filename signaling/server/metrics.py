@@ -35,13 +35,28 @@ class _Queued(Protocol):
     def outbox(self) -> Sized: ...
 
 
+class _AwayTable(Protocol):
+    def __len__(self) -> int: ...
+    @property
+    def seats(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+
+
 class MetricsCollector(Collector):
-    """Reads a node's `Stats`, registry, connections and ICE provider at scrape time."""
+    """Reads a node's `Stats`, registry, connections, away table (resume) and ICE
+    provider at scrape time."""
 
     def __init__(
-        self, stats: Stats, registry: Registry, connections: Collection[_Queued], ice: object
+        self,
+        stats: Stats,
+        registry: Registry,
+        connections: Collection[_Queued],
+        ice: object,
+        away: _AwayTable | None = None,
     ) -> None:
         self.stats = stats
+        self.away = away
         self.registry = registry
         self.connections = connections
         """The node's live set (read at each scrape, never copied)."""
@@ -103,6 +118,34 @@ class MetricsCollector(Collector):
             "connection-state reports, by state.",
             "state",
             registry.connection_states,
+        )
+        if self.away is not None:
+            yield GaugeMetricFamily(
+                "signaling_away_connections",
+                "Connections that dropped and may resume within the window.",
+                value=len(self.away),
+            )
+            yield GaugeMetricFamily(
+                "signaling_away_seats",
+                "Seats kept for away connections.",
+                value=self.away.seats,
+            )
+            yield GaugeMetricFamily(
+                "signaling_held_frames",
+                "Frames held for away connections (signals and the membership news).",
+                value=self.away.held,
+            )
+        yield _labelled(
+            "signaling_resumes",
+            "auth frames that asked to resume, by outcome (resumed, refused).",
+            "outcome",
+            stats.resumes,
+        )
+        yield _labelled(
+            "signaling_resume_expiries",
+            "Away connections that left for good, by why (window, overflow, capacity, shutdown).",
+            "why",
+            stats.resume_expiries,
         )
         upstream_failures = getattr(self.ice, "failures", None)
         if upstream_failures is not None:

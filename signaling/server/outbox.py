@@ -108,6 +108,14 @@ class Outbox:
         self.closed = True
         self._wake()
 
+    def take_unsent(self) -> list[bytes]:
+        """Take the messages queued and not yet taken by the writer (control
+        frames stay: they belong to this connection's transport)."""
+        items = self._items
+        self._items = []
+        self._bytes = 0
+        return items
+
     def clear(self) -> None:
         """Drop everything queued (the receiver is being disconnected)."""
         self._items = []

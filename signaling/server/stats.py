@@ -29,6 +29,8 @@ class Stats:
         "latency_count",
         "latency_sum",
         "rate_limited",
+        "resume_expiries",
+        "resumes",
         "upgrades_refused",
     )
 
@@ -39,6 +41,10 @@ class Stats:
         self.closes: Counter[int] = Counter()
         self.upgrades_refused: Counter[str] = Counter()
         self.rate_limited = 0
+        self.resumes: Counter[str] = Counter()
+        """``auth`` frames that asked to resume, by outcome: resumed, refused."""
+        self.resume_expiries: Counter[str] = Counter()
+        """Away connections that left for good, by why: window, overflow, capacity, shutdown."""
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0

@@ -13,7 +13,11 @@ sessionId, data}]`` (the old server's payload) → ``offer``/``answer``/
 ``ice-candidate`` with ``data`` untouched; ``2``/``3`` ping/pong. Each event
 becomes a frame whose ``id`` names the event (and its ack id), so replies find
 their way back.
-Out: ``welcome`` → ``40{"sid": connectionId}``; a refused ``auth`` →
+Resume (protocol/SPEC.md §10): ``welcome``'s ``resumeToken`` goes out as the
+CONNECT's ``pid``, which socket.io-client (4.6 and later) sends back in its
+next CONNECT after a drop; that CONNECT becomes an ``auth`` with ``resume``.
+
+Out: ``welcome`` → ``40{"sid": connectionId, "pid": resumeToken}``; a refused ``auth`` →
 ``44{"message": …}``; replies to acknowledged events → ``43<id>[reply]``;
 relayed signals → ``42["signal:offer", {type, from, to, sessionId, data}]``
 (``data`` exactly as its sender sent it); an error → ``42["error", {…,
@@ -139,8 +143,9 @@ class SocketIOTransport:
 
     @property
     def peer_close(self) -> tuple[int, str] | None:
-        """The client's close (a Socket.IO disconnect counts as 1000)."""
-        if self._disconnected and self._inner.peer_close is None:
+        """The client's close (a Socket.IO disconnect counts as 1000, whatever
+        close frame follows it: the client chose to leave)."""
+        if self._disconnected:
             return 1000, ""
         return self._inner.peer_close
 
@@ -211,6 +216,11 @@ class SocketIOTransport:
             frames: list[dict[str, Any]] = [{"type": "auth", "userId": auth.get("userId", "")}]
             if isinstance(auth.get("token"), str):
                 frames[0]["token"] = auth["token"]
+            pid = auth.get("pid")
+            if isinstance(pid, str) and 0 < len(pid) <= 128:
+                # socket.io-client (4.6 and later) sends back the CONNECT's pid on
+                # reconnect (its "connection state recovery"): ours is the resume token
+                frames[0]["resume"] = pid
             if auth.get("sessionId"):
                 self._auto_join = True
                 frames.append(
@@ -284,7 +294,10 @@ class SocketIOTransport:
             self._connected = True
             if self._auto_join and not self._release:
                 self._held = []
-            return b"40" + _encode({"sid": out["connectionId"]})
+            connected = {"sid": out["connectionId"]}
+            if "resumeToken" in out:
+                connected["pid"] = out["resumeToken"]  # see the CONNECT above
+            return b"40" + _encode(connected)
         if kind == "error" and not self._connected:
             return b"44" + _encode({"message": out["message"], "data": out})
         if kind in ("offer", "answer", "ice-candidate"):
