@@ -241,3 +241,33 @@ async def test_thousand_sessions_are_capped_by_default(
         codes.append(reply.get("code", reply["type"]))
     assert codes.count("session-joined") == TEST_SETTINGS.max_sessions_per_connection
     assert codes.count("forbidden") == 40 - TEST_SETTINGS.max_sessions_per_connection
+
+
+@pytest.mark.parametrize(
+    "settings", [TEST_SETTINGS.replace(max_connections_per_ip=3, resume_window=15)]
+)
+async def test_dropping_connections_cannot_fill_the_resume_table_from_one_address(
+    server: Server,
+) -> None:
+    """An away connection counts against its IP until it resumes or leaves, so one
+    address that joins and drops in a loop stops at its cap (protocol/SPEC.md §10)."""
+    tokens = []
+    for n in range(3):
+        async with trio_websocket.open_websocket_url(server.url) as ws:
+            await ws.send_message(json.dumps({"type": "auth", "userId": f"u{n}"}))
+            tokens.append(json.loads(await ws.get_message())["resumeToken"])
+            await ws.send_message(json.dumps({"type": "join-session", "sessionId": f"s{n}"}))
+            await ws.get_message()
+            await ws._stream.aclose()  # dropped, not closed: away
+    with trio.fail_after(5):
+        while len(server.hub.resumes) < 3:
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+    with pytest.raises(trio_websocket.ConnectionRejected) as refused:
+        async with trio_websocket.open_websocket_url(server.url):
+            pass  # pragma: no cover
+    assert refused.value.status_code == 429
+    # the table holds what the cap allows, and resuming frees the address's count
+    assert len(server.hub.resumes) == 3
+    server.hub.end_resumes()
+    async with connect(server.url, user_id="u0") as again:
+        assert again.welcome is not None

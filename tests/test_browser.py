@@ -82,8 +82,34 @@ def test_the_demo_shows_errors(browser_run: dict[str, Any]) -> None:
     assert browser_run["twin_in_call"] is True
 
 
-def test_client_reconnects_and_rejoins_after_1001(browser_run: dict[str, Any]) -> None:
-    assert browser_run["reconnected_connection_changed"] is True
+def test_a_call_survives_a_drained_node_and_a_cut_connection(
+    browser_run: dict[str, Any],
+) -> None:
+    """protocol/SPEC.md §10: resumed both times, the same RTCPeerConnection
+    stays connected, video keeps decoding, the other side hears nothing, the
+    page says "reconnecting…", and an ICE restart completes afterwards."""
+    assert (
+        browser_run["resumes"]
+        == [
+            {
+                "sameConnectionId": True,
+                "sameCall": True,
+                "connectionState": "connected",
+                "state": "connected",
+            }
+        ]
+        * 2
+    )
+    assert browser_run["resume_shown"] == ["reconnecting… (the call goes on)"] * 2
+    assert "closed" not in browser_run["resume_call_states"]
+    assert "failed" not in browser_run["resume_call_states"]
+    assert browser_run["resume_rejoined"] == 0
+    assert browser_run["resume_bob_heard"] == []
+    assert browser_run["ice_restart_after_resume"] is True
+
+
+def test_client_rejoins_when_it_is_too_late_to_resume(browser_run: dict[str, Any]) -> None:
+    assert browser_run["rejoined_connection_changed"] is True
     assert browser_run["rejoined"] is True
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 import trio
+import trio_websocket
 
 from signaling.client import connect
 from signaling.frames import RelayedIceCandidate
@@ -566,3 +567,35 @@ async def test_control_characters_cannot_forge_log_lines(node: Node) -> None:
     text = node.running.stderr.decode()
     assert not [line for line in text.splitlines() if "forged" in line and "\\n" not in line]
     assert "eve\\r\\n2026-01-01 INFO forged" in text
+
+
+async def test_resume_tokens_cannot_be_guessed_and_drops_are_bounded(node: Node) -> None:
+    """The resume path (protocol/SPEC.md §10): guessed or replayed tokens resume
+    nothing, and the away connections of a client that joins and drops in a loop
+    count against its IP's cap (at a cap of 3: tests/test_adversarial.py), while
+    the process's memory and descriptors stay flat."""
+
+    async def run() -> None:
+        for n in range(60):
+            async with trio_websocket.open_websocket_url(node.url) as ws:
+                resume = f"r_{n:04d}" + "A" * 20
+                await ws.send_message(
+                    json.dumps({"type": "auth", "userId": f"g{n}", "resume": resume})
+                )
+                welcome = json.loads(await ws.get_message())
+                assert welcome["resumed"] is False
+                await ws.send_message(json.dumps({"type": "join-session", "sessionId": "x"}))
+                await ws.get_message()
+                await ws._stream.aclose()  # a drop: away, counted against this IP
+
+    await attack(node, run)
+    stream = await raw(node)
+    await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    metrics = await read_all(stream, 5)
+    await stream.aclose()
+    (away,) = [
+        line for line in metrics.split(b"\n") if line.startswith(b"signaling_away_connections ")
+    ]
+    assert float(away.split()[1]) == 60  # held for the window, within the IP's cap (256)
+    assert b'signaling_resumes_total{outcome="refused"}' in metrics
+    assert b'signaling_resumes_total{outcome="resumed"}' not in metrics

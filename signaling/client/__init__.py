@@ -20,7 +20,7 @@ Failures have their own exceptions, each with its cause:
 - a closed connection: `ConnectionClosed` (``code``, ``reason``); `Client.closed`
   says so as soon as it happens, a server gone silent included (``keepalive``).
 
-With ``reconnect=True`` a connection that drops (1001, 1006, 1011, 1013) is
+With ``reconnect=True`` a connection that drops (1001, 1006, 1011, 1013, 4408) is
 opened again with backoff and authenticated (``get_token`` is asked again),
 asking to resume (protocol/SPEC.md §10) with the last ``welcome``'s
 ``resumeToken``. Resumed, it is back in its sessions without the others
@@ -126,7 +126,7 @@ __all__ = [
     "connect",
 ]
 
-RETRY_CODES = frozenset({1001, 1006, 1011, 1013})
+RETRY_CODES = frozenset({1001, 1006, 1011, 1013, 4408})
 """Close codes after which ``reconnect=True`` connects again."""
 
 

@@ -85,6 +85,10 @@ class Hub:
         """Connections that dropped and may resume (protocol/SPEC.md §10)."""
         self.by_resume_token: dict[str, Connection] = {}
         """Live connections by the resume token of their latest ``welcome``."""
+        self._away_ip: dict[str, str] = {}
+        """The per-IP cap's key of each away connection (by token): an away
+        connection counts against its IP until it resumes or leaves, so one
+        address cannot fill the table by dropping connections."""
         self._resumes_changed = trio.Event()
         self.resumes.on_due = lambda: self._resumes_changed.set()
 
@@ -197,6 +201,9 @@ class Hub:
             return None
         self.by_resume_token.pop(token, None)
         away = self.resumes.go_away(token, peer, trio.current_time())
+        key = cap_key(connection.ip)
+        self.by_ip[key] += 1
+        self._away_ip[token] = key
         self._resumes_changed.set()
         log.info(
             "away: %d seat%s kept for %g s",
@@ -218,7 +225,14 @@ class Hub:
             live.close(CloseCode.NORMAL, "resumed on a new connection")
         away = self.resumes.claim(token, user_id, trio.current_time())
         self.stats.resumes["resumed" if away is not None else "refused"] += 1
+        if away is not None:
+            self._release_ip(away.token)
         return away
+
+    def _release_ip(self, token: str) -> None:
+        key = self._away_ip.pop(token, None)
+        if key is not None:
+            _decrement(self.by_ip, key)
 
     def leave_for_good(self, away: Away, why: str) -> None:
         """An away connection's window is over: its seats go, the others hear
@@ -233,6 +247,7 @@ class Hub:
             extra=peer.log_ids(),
         )
         self.stats.resume_expiries[why] += 1
+        self._release_ip(away.token)
         peer.close()
         if self.cluster is not None and sessions:
             self.cluster.leaving(peer, sessions)

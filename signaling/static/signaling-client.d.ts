@@ -1,7 +1,13 @@
 // Type declarations for signaling-client.js (signaling protocol v1).
 
 export interface IceServer { urls: string | string[]; username?: string; credential?: string }
-export interface Welcome { type: "welcome"; userId: string; connectionId: string; iceServers: IceServer[] }
+export interface Welcome {
+  type: "welcome"; userId: string; connectionId: string; iceServers: IceServer[];
+  /** v1.1 (protocol/SPEC.md §10): send it back as auth's `resume` after a drop. */
+  resumeToken?: string; resumeWindowMs?: number;
+  /** Present when the auth asked to resume; `sessions` when it did. */
+  resumed?: boolean; sessions?: string[];
+}
 export interface SessionJoined { type: "session-joined"; sessionId: string; participants: string[]; replyTo?: string }
 export interface SessionLeft { type: "session-left"; sessionId: string; replyTo?: string }
 export interface UserJoined { type: "user-joined"; sessionId: string; userId: string }
@@ -35,7 +41,12 @@ export interface SignalingEventMap {
   "error": CustomEvent<ErrorFrame>;
   "close": CustomEvent<CloseDetail>;
   "reconnecting": CustomEvent<{ delay: number; attempt: number }>;
-  "reconnected": CustomEvent<{ sessions: string[]; joined: SessionJoined[]; welcome: Welcome }>;
+  /** Back in its sessions; the others noticed nothing; held frames follow. */
+  "resumed": CustomEvent<{ welcome: Welcome; sessions: string[] }>;
+  /** Not resumed (too late, or resume off): it joined its sessions again. */
+  "rejoined": CustomEvent<{ sessions: string[]; joined: SessionJoined[]; welcome: Welcome }>;
+  /** After either of the two above. */
+  "reconnected": CustomEvent<{ resumed: boolean; sessions: string[]; joined: SessionJoined[]; welcome: Welcome }>;
   /** Reconnecting stopped: the server refused (say, an expired token) or close() was called. */
   "reconnect-failed": CustomEvent<{ error: SignalingError }>;
 }
@@ -68,6 +79,11 @@ export class SignalingClient extends EventTarget {
   readonly sessions: Set<string>;
   /** True while authenticated over an open connection. */
   readonly connected: boolean;
+  /** True while a dropped connection is coming back (signals sent meanwhile wait). */
+  readonly reconnecting: boolean;
+  /** The latest welcome's resume token (protocol/SPEC.md §10). */
+  readonly resumeToken: string | null;
+  readonly resumeWindowMs: number;
   /** Rejects at once on failure unless `retry` (then it tries with backoff until close()). */
   connect(options?: { retry?: boolean }): Promise<Welcome>;
   join(sessionId: string): Promise<SessionJoined>;

@@ -7,6 +7,13 @@
 //
 // Every server frame is dispatched as an event named after its type
 // ("user-joined", "offer", ...) with the frame as `event.detail`.
+//
+// A connection that drops comes back on its own (protocol/SPEC.md §10): the
+// client emits "reconnecting", connects again asking to resume, and then
+// either "resumed" (the server kept its seats: the others noticed nothing,
+// the frames held for it follow, calls go on) or "rejoined" (too late: it
+// joined its sessions again and the others will call it afresh). What the app
+// sends meanwhile (ICE candidates, state reports) waits and goes out on resume.
 
 /**
  * A request the server refused (`code` is the protocol's error code, `frame` the
@@ -26,7 +33,10 @@ export class SignalingError extends Error {
 
 // Close codes after which trying again can help: going away, abnormal closure
 // (no close frame), server error, try again later.
-const RETRY_CODES = new Set([1001, 1006, 1011, 1013]);
+const RETRY_CODES = new Set([1001, 1006, 1011, 1013, 4408]);
+
+// Frames kept while reconnecting, sent on resume (dropped if it rejoins instead).
+const QUEUE_MAX = 512;
 
 function closedError(event) {
   const code = event.code === 1006 ? "network" : "closed";
@@ -43,7 +53,8 @@ export class SignalingClient extends EventTarget {
    * @param {{userId: string, token?: string, getToken?: () => Promise<string>,
    *          reconnect?: boolean, minDelay?: number, maxDelay?: number}} options
    *   `reconnect` (default true): after an established connection drops
-   *   (1001, 1006, 1011, 1013), connect again with backoff and re-join.
+   *   (1001, 1006, 1011, 1013, 4408), connect again with backoff, resuming
+   *   (or else re-joining).
    */
   constructor(url, options) {
     super();
@@ -59,6 +70,15 @@ export class SignalingClient extends EventTarget {
     this._welcomed = false;
     this._closedByUser = false;
     this._attempt = 0;
+    this.resumeToken = null;
+    this.resumeWindowMs = 0;
+    this._reconnecting = false;
+    this._queued = [];
+  }
+
+  /** True while a dropped connection is being re-established. */
+  get reconnecting() {
+    return this._reconnecting;
   }
 
   /** True while authenticated over an open connection. */
@@ -77,7 +97,7 @@ export class SignalingClient extends EventTarget {
     this._closedByUser = false;
     for (;;) {
       try {
-        return await this._open();
+        return await this._open(this._reconnecting ? this.resumeToken : null);
       } catch (error) {
         if (!retry || this._closedByUser || !RETRY_CODES.has(error.closeCode)) throw error;
         await this._backoff();
@@ -86,7 +106,7 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  _open() {
+  _open(resume) {
     const tokenPromise = this.options.getToken
       ? this.options.getToken()
       : Promise.resolve(this.options.token);
@@ -101,6 +121,7 @@ export class SignalingClient extends EventTarget {
           ws.onopen = () => {
             const auth = { type: "auth", userId: this.userId };
             if (token) auth.token = token;
+            if (resume) auth.resume = resume;
             ws.send(JSON.stringify(auth));
           };
           ws.onmessage = (event) => {
@@ -112,7 +133,21 @@ export class SignalingClient extends EventTarget {
                 this._attempt = 0;
                 this.connectionId = frame.connectionId;
                 this.iceServers = frame.iceServers;
+                this.resumeToken = frame.resumeToken ?? null;
+                this.resumeWindowMs = frame.resumeWindowMs ?? 0;
                 this._emit("welcome", frame);
+                if (frame.resumed === true) {
+                  // Back in its sessions: before the held frames (the next messages)
+                  // are dispatched, say so and send what waited.
+                  this._reconnecting = false;
+                  this.sessions = new Set(frame.sessions ?? []);
+                  const queued = this._queued;
+                  this._queued = [];
+                  for (const waiting of queued) ws.send(JSON.stringify(waiting));
+                  this._emit("resumed", { welcome: frame, sessions: [...this.sessions] });
+                } else {
+                  this._queued = [];
+                }
                 resolve(frame);
               } else if (frame.type === "error") {
                 refused = true;
@@ -134,7 +169,10 @@ export class SignalingClient extends EventTarget {
               welcomed && this.options.reconnect && !this._closedByUser && RETRY_CODES.has(event.code);
             this._emit("close", { code: event.code, reason: event.reason, willReconnect });
             if (!welcomed && !refused) reject(closedError(event));
-            if (willReconnect) this._reconnect();
+            if (willReconnect) {
+              this._reconnecting = true;
+              this._reconnect();
+            }
           };
         }),
     );
@@ -155,9 +193,17 @@ export class SignalingClient extends EventTarget {
       welcome = await this.connect({ retry: true });
     } catch (error) {
       // refused (say, the token expired) or closed by the user: stop here
+      this._reconnecting = false;
+      this._queued = [];
       this._emit("reconnect-failed", { error });
       return;
     }
+    if (welcome.resumed === true) {
+      // "resumed" went out with the welcome; "reconnected" is for older apps
+      this._emit("reconnected", { resumed: true, sessions: [...this.sessions], joined: [], welcome });
+      return;
+    }
+    this._reconnecting = false;
     const sessions = [...this.sessions];
     const joined = [];
     for (const sessionId of sessions) {
@@ -171,7 +217,8 @@ export class SignalingClient extends EventTarget {
         this._emit("error", error.frame);
       }
     }
-    this._emit("reconnected", { sessions, joined, welcome });
+    this._emit("rejoined", { sessions, joined, welcome });
+    this._emit("reconnected", { resumed: false, sessions, joined, welcome });
   }
 
   _receive(frame) {
@@ -192,10 +239,21 @@ export class SignalingClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  /** Send a frame as it is. */
+  /**
+   * Send a frame as it is. While a dropped connection is coming back, signals
+   * and state reports wait (up to 512) and go out if it resumes.
+   */
   send(frame) {
-    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) throw new Error("not connected");
-    this._ws.send(JSON.stringify(frame));
+    if (this._ws && this._ws.readyState === WebSocket.OPEN && this._welcomed) {
+      this._ws.send(JSON.stringify(frame));
+      return;
+    }
+    const waits = ["offer", "answer", "ice-candidate", "connection-state"].includes(frame.type);
+    if (this._reconnecting && waits && this._queued.length < QUEUE_MAX) {
+      this._queued.push(frame);
+      return;
+    }
+    throw new Error("not connected");
   }
 
   /** Send a frame with a fresh id; resolves with the reply, rejects with SignalingError. */

@@ -217,30 +217,111 @@ def main(out: Path) -> dict[str, Any]:
         for page in (first, second, twin):
             wait_peers(page, 2)
         result["twin_in_call"] = True
-        for page in (twin, third, second):
+        for page in (twin, third):
             page.close()
+        wait_peers(first, 1)
+        wait_peers(second, 1)
 
-        # 5. the server drops the first page's connection with 1001: it reconnects and re-joins
-        alice = first
-        alice_id = first.evaluate("window.demo.userId")
-        before = alice.evaluate("window.demo.client.connectionId")
+        # 5. resume (protocol/SPEC.md §10): first's signaling connection is cut
+        # during the call, by a node draining (1001) and then by the network
+        # (no close frame). Each time it resumes: the call stays connected on the
+        # same RTCPeerConnection, video keeps coming, second hears nothing.
+        alice, bob = first, second
+        alice_id = alice.evaluate("window.demo.userId")
+        bob_id = bob.evaluate("window.demo.userId")
         alice.evaluate(
-            "window.demo.client.addEventListener('reconnected', () => { window.rejoined = true; })"
+            """(peer) => {
+              const client = window.demo.client;
+              window.probe = { resumed: 0, rejoined: 0, shown: [], states: [],
+                               call: window.demo.calls.get(peer) };
+              client.addEventListener("reconnecting", () =>
+                window.probe.shown.push(document.querySelector("#state").textContent));
+              client.addEventListener("resumed", () => { window.probe.resumed += 1; });
+              client.addEventListener("rejoined", () => { window.probe.rejoined += 1; });
+              window.probe.call.addEventListener(
+                "state", (e) => window.probe.states.push(e.detail));
+            }""",
+            bob_id,
         )
+        bob.evaluate(
+            """() => { window.membership = [];
+              for (const type of ["user-left", "user-joined"])
+                window.demo.client.addEventListener(type, (e) => window.membership.push(type)); }"""
+        )
+        connection_id = alice.evaluate("window.demo.client.connectionId")
 
-        def drop_alice() -> None:
-            for connection in list(server.hub.connections):
-                if connection.user_id == alice_id:
-                    connection.close(1001, "going away (test)")
+        def alice_connection() -> Any:
+            (connection,) = [c for c in server.hub.connections if c.user_id == alice_id]
+            return connection
 
-        server.run_sync(drop_alice)
-        alice.wait_for_function("window.rejoined === true", timeout=30_000)
-        result["reconnected_connection_changed"] = (
-            alice.evaluate("window.demo.client.connectionId") != before
+        def drain_alice() -> None:
+            alice_connection().close(1001, "node restarting (test)")
+
+        def cut_alice() -> None:
+            # no close frame: the socket just goes, as when the network does
+            transport = alice_connection().transport
+            transport.stream.socket.shutdown(2)
+
+        resumes = []
+        for n, cut in enumerate((drain_alice, cut_alice), start=1):
+            before = remote_frames(alice)[0]
+            server.run_sync(cut)
+            wait_for(alice, f"window.probe.resumed === {n}")
+            wait_for(
+                alice,
+                f"document.querySelector('.tile.remote video')"
+                f".getVideoPlaybackQuality().totalVideoFrames > {before + 10}",
+            )
+            resumes.append(
+                alice.evaluate(
+                    """(id) => ({
+                      sameConnectionId: window.demo.client.connectionId === id,
+                      sameCall: window.demo.calls.get(window.probe.call.peer) === window.probe.call,
+                      connectionState: window.probe.call.pc.connectionState,
+                      state: document.body.dataset.state })""",
+                    connection_id,
+                )
+            )
+        result["resumes"] = resumes
+        result["resume_shown"] = alice.evaluate("window.probe.shown")
+        result["resume_call_states"] = alice.evaluate("window.probe.states")
+        result["resume_rejoined"] = alice.evaluate("window.probe.rejoined")
+        result["resume_bob_heard"] = bob.evaluate("window.membership")
+        # signaling works through the resumed connection: an ICE restart completes
+        negotiations = alice.evaluate("window.probe.call.negotiations")
+        alice.evaluate("window.probe.call.pc.restartIce()")
+        wait_for(
+            alice,
+            f"""(() => {{ const pc = window.probe.call.pc;
+              return window.probe.call.negotiations > {negotiations}
+                && pc.signalingState === 'stable'
+                && ['connected', 'completed'].includes(pc.iceConnectionState); }})()""",
+        )
+        before = remote_frames(alice)[0]
+        wait_for(
+            alice,
+            f"document.querySelector('.tile.remote video')"
+            f".getVideoPlaybackQuality().totalVideoFrames > {before + 10}",
+        )
+        result["ice_restart_after_resume"] = True
+
+        # too late to resume (the window ended at once here): it rejoins, and the
+        # two call each other afresh
+        def drop_alice_for_good() -> None:
+            drain_alice()
+            server.hub.end_resumes()
+
+        server.run_sync(drop_alice_for_good)
+        wait_for(alice, "window.probe.rejoined === 1")
+        wait_peers(alice, 1)
+        wait_peers(bob, 1)
+        result["rejoined_connection_changed"] = (
+            alice.evaluate("window.demo.client.connectionId") != connection_id
         )
         result["rejoined"] = server.run_sync(
             lambda: sorted(server.hub.registry.participants("demo"))
-        ) == [alice_id]
+        ) == sorted([alice_id, bob_id])
+        bob.close()
 
         # 6. the Python SDK on one side, the browser on the other, signaling only
         async def python_side() -> dict[str, Any]:
