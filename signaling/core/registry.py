@@ -70,6 +70,10 @@ class Registry:
         """Who holds the seats of ``session_id``."""
         return list(self._sessions.get(session_id, {}).values())
 
+    def sessions_of(self, user_id: str) -> list[str]:
+        """The sessions where ``user_id`` has a seat (a scan: for rare events)."""
+        return [session for session, seats in self._sessions.items() if user_id in seats]
+
     def seat(self, session_id: str, user_id: str) -> Member | None:
         """The member holding ``user_id``'s seat in ``session_id``, if any."""
         seats = self._sessions.get(session_id)

@@ -11,6 +11,7 @@ node turns them into ``user-joined`` / ``user-left`` for its own clients.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
@@ -28,12 +29,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
 
     from ..core import Peer, Registry
-    from ..core.resume import Resumes
+    from ..core.resume import Away, Resumes
     from ..frames import JoinSession
     from .config import Settings
     from .connection import Connection
 
-__all__ = ["Cluster", "Joined", "Left", "Op", "Relay", "RemotePeer"]
+__all__ = [
+    "Claim",
+    "Cluster",
+    "Handover",
+    "Joined",
+    "Left",
+    "Moved",
+    "Op",
+    "Refused",
+    "Relay",
+    "RemotePeer",
+    "token_holder",
+]
 
 log = logging.getLogger("signaling.cluster")
 
@@ -70,10 +83,123 @@ class Left(msgspec.Struct, tag="l", array_like=True, frozen=True, gc=False):
     connection_id: str
 
 
-Op = Relay | Joined | Left
+class Claim(msgspec.Struct, tag="c", array_like=True, frozen=True, gc=False):
+    """A new connection on ``node`` asks to resume with ``token`` for ``user_id``
+    (protocol/SPEC.md §10); the answer names ``claim_id``."""
+
+    token: str
+    user_id: str
+    node: str
+    claim_id: str
+
+
+class Handover(msgspec.Struct, tag="h", array_like=True, frozen=True, gc=False):
+    """The answer to a `Claim`: the away connection ``connection_id``, the
+    sessions it sits in and the frames held for it (MessagePack), in order.
+    From here on the claiming node holds its seats."""
+
+    claim_id: str
+    connection_id: str
+    sessions: list[str]
+    held: list[bytes]
+
+
+class Refused(msgspec.Struct, tag="f", array_like=True, frozen=True, gc=False):
+    """The answer to a `Claim` that cannot be granted (used, expired, foreign)."""
+
+    claim_id: str
+
+
+class Moved(msgspec.Struct, tag="m", array_like=True, frozen=True, gc=False):
+    """``user_id``'s seat in ``session_id`` (connection ``connection_id``) moved
+    from ``from_node`` to ``to_node`` by a resume: nobody is told, the replicas
+    update."""
+
+    session_id: str
+    user_id: str
+    connection_id: str
+    from_node: str
+    to_node: str
+
+
+Op = Relay | Joined | Left | Claim | Handover | Refused | Moved
 """What nodes tell each other. On the wire each is a MessagePack array that
 starts with its tag (``["j", session, user, node, connection, …]``), and a
 node's channel carries a list of them per PUBLISH."""
+
+CLAIM_TIMEOUT = 2.0
+"""Seconds a resume waits for the node that holds the away connection (a dead
+node never answers: then it is a new connection)."""
+
+
+def token_holder(token: str) -> tuple[str, str] | None:
+    """The node and connection id a cluster resume token names
+    (``r.{node}.{connection}.{secret}``), or None for another shape."""
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != "r" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class _Arriving:
+    """A resume under way on this node: what arrives for the connection before it
+    is installed (signals forwarded by the old node, and those that local
+    participants send to it meanwhile), kept in order, bounded."""
+
+    __slots__ = (
+        "buffer",
+        "connection_id",
+        "done",
+        "limit",
+        "overflowed",
+        "placeholders",
+        "reply",
+        "user_id",
+    )
+
+    def __init__(self, user_id: str, connection_id: str, limit: int) -> None:
+        self.user_id = user_id
+        self.connection_id = connection_id
+        self.limit = limit
+        self.buffer: list[ServerFrame] = []
+        self.overflowed = False
+        self.placeholders: dict[str, Any] = {}
+        """Session → the `RemotePeer` this node's replica had for the seat."""
+        self.done = trio.Event()
+        self.reply: Handover | Refused | None = None
+
+    def deliver(self, frame: ServerFrame) -> None:
+        if len(self.buffer) >= self.limit:
+            self.overflowed = True
+            return
+        self.buffer.append(frame)
+
+    def evict(self, session_id: str) -> None:
+        """Another connection of the user took the seat meanwhile."""
+        self.placeholders.pop(session_id, None)
+
+
+class _Placeholder:
+    """Holds a seat in this node's replica while its resume is under way."""
+
+    __slots__ = ("_arriving", "user_id")
+
+    is_remote = True
+
+    def __init__(self, arriving: _Arriving) -> None:
+        self._arriving = arriving
+        self.user_id = arriving.user_id
+
+    @property
+    def connection_id(self) -> str:
+        return self._arriving.connection_id
+
+    def deliver(self, frame: ServerFrame) -> None:
+        self._arriving.deliver(frame)  # signals and news alike: the client's, once back
+
+    def evict(self, session_id: str) -> None:
+        self._arriving.evict(session_id)
+
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_ops = msgspec.msgpack.Decoder(list[Op]).decode
@@ -125,6 +251,10 @@ class ClusterNode(Protocol):
     @property
     def resumes(self) -> Resumes: ...
 
+    def take_away(self, token: str, user_id: str) -> Away | None:
+        """The away connection ``token`` names, out of the table, for a resume."""
+        ...
+
 
 class Cluster:
     """This node's link to the others through Redis."""
@@ -152,6 +282,15 @@ class Cluster:
         self._departures_in, self._departures_out = trio.open_memory_channel[
             tuple[str, str, list[str]]
         ](math.inf)
+        self._sent = trio.Event()
+        """Set after each flush (published or lost): `flushed` waits on it."""
+        self._claims: dict[str, _Arriving] = {}
+        """Resumes this node asked another node for, by claim id."""
+        self._arriving: dict[str, _Arriving] = {}
+        """The same, by connection id, once handed over (until installed)."""
+        self._forwarded: dict[str, tuple[str, float]] = {}
+        """Connection id → (node, until when): connections resumed elsewhere;
+        a signal that still comes here for one is sent on."""
 
     # --- sending ----------------------------------------------------------------
 
@@ -217,9 +356,17 @@ class Cluster:
                     if link is not None:
                         await link.aclose()
                         link = None
+                self._sent.set()
+                self._sent = trio.Event()
         finally:
             if link is not None:
                 await link.aclose()
+
+    async def flushed(self) -> None:
+        """Until every op queued so far has been published (or given up): a
+        draining node's last handovers must leave before it does."""
+        while self._outgoing or self._publishing is not None:
+            await self._sent.wait()
 
     # --- receiving ---------------------------------------------------------------
 
@@ -308,10 +455,33 @@ class Cluster:
             connection = self.hub.by_connection_id.get(op.connection_id)
             if connection is not None:
                 connection.deliver(_decode_frame(op.frame))
-            else:  # away (protocol/SPEC.md §10): held for its resume
+            else:  # away, or resumed elsewhere (protocol/SPEC.md §10)
                 away = self.hub.resumes.get(op.connection_id)
+                arriving = self._arriving.get(op.connection_id)
+                forwarded = self._forwarded.get(op.connection_id)
                 if away is not None:
                     away.hold(_decode_frame(op.frame))
+                elif arriving is not None:
+                    arriving.deliver(_decode_frame(op.frame))
+                elif forwarded is not None:
+                    self.send(forwarded[0], op)
+        elif type(op) is Claim:
+            self._claimed(op)
+        elif type(op) is Handover or type(op) is Refused:
+            arriving = self._claims.pop(op.claim_id, None)
+            if arriving is not None:
+                arriving.reply = op
+                if type(op) is Handover:
+                    self._arriving[op.connection_id] = arriving
+                arriving.done.set()
+        elif type(op) is Moved:
+            current = self.hub.registry.seat(op.session_id, op.user_id)
+            if isinstance(current, RemotePeer) and (current.node, current.connection_id) == (
+                op.from_node,
+                op.connection_id,
+            ):
+                seat = Seat(op.to_node, op.connection_id)
+                self.hub.registry.place(op.session_id, RemotePeer(self, op.user_id, seat))
         elif type(op) is Joined:
             seat = Seat(op.node, op.connection_id)
             self._joined(op.session_id, op.user_id, seat, op.previous_node, op.previous_id)
@@ -362,6 +532,133 @@ class Cluster:
         for peer in self._local_peers(session_id):
             peer.deliver(left)
         registry.forget_if_remote_only(session_id)
+
+    # --- resume across nodes (protocol/SPEC.md §10) ------------------------------------
+
+    def resume_token(self, connection_id: str, secret: str) -> str:
+        """A resume token that names this node and the connection, so any node
+        knows whom to ask (the secret is what makes it the client's)."""
+        return f"r.{self.node}.{connection_id}.{secret}"
+
+    def _claimed(self, op: Claim) -> None:
+        """Another node's new connection resumes one of ours: hand it over."""
+        hub = self.hub
+        away = hub.take_away(op.token, op.user_id)
+        if away is None:
+            self.send(op.node, Refused(op.claim_id))
+            return
+        peer = away.peer
+        sessions = sorted(peer.sessions)
+        seat = Seat(op.node, peer.connection_id)
+        registry = hub.registry
+        # From this moment the seats are the claimer's: our replica points there,
+        # and what still arrives here for the connection is sent on.
+        for session_id in sessions:
+            if registry.seat(session_id, peer.user_id) is peer:
+                registry.place(session_id, RemotePeer(self, peer.user_id, seat))
+            registry.forget_if_remote_only(session_id)
+        peer.sessions.clear()
+        peer.closed = True
+        until = trio.current_time() + max(hub.settings.resume_window, CLAIM_TIMEOUT)
+        self._forwarded[peer.connection_id] = (op.node, until)
+        log.info(
+            "resumed on node %s: %d session%s handed over, %d held frame%s",
+            op.node,
+            len(sessions),
+            "" if len(sessions) == 1 else "s",
+            len(away.held),
+            "" if len(away.held) == 1 else "s",
+            extra=peer.log_ids(),
+        )
+        self.send(op.node, Handover(op.claim_id, peer.connection_id, sessions, list(away.held)))
+
+    def holds_elsewhere(self, token: str) -> bool:
+        """Whether ``token`` names a connection of another node."""
+        holder = token_holder(token)
+        return holder is not None and holder[0] != self.node
+
+    async def resume(
+        self, token: str, user_id: str
+    ) -> tuple[str, list[str], list[ServerFrame]] | None:
+        """Ask the node that holds ``token``'s connection for it. Granted: its
+        connection id, the sessions it is back in (moved here in Redis and in
+        this node's replica) and the frames for it, in order (those the old
+        node held, then those that arrived here meanwhile). None if refused,
+        or if that node does not answer within `CLAIM_TIMEOUT` (dead)."""
+        holder = token_holder(token)
+        if holder is None or holder[0] == self.node or not self.healthy:
+            return None
+        node, connection_id = holder
+        registry = self.hub.registry
+        arriving = _Arriving(user_id, connection_id, self.hub.settings.outbox_frames)
+        # Signals local participants send it from now on wait here, in order,
+        # instead of going to the old node and racing back.
+        for session_id in registry.sessions_of(user_id):
+            current = registry.seat(session_id, user_id)
+            if isinstance(current, RemotePeer) and (current.node, current.connection_id) == holder:
+                arriving.placeholders[session_id] = current
+                registry.place(session_id, _Placeholder(arriving))
+        claim_id = secrets.token_hex(8)
+        self._claims[claim_id] = arriving
+        self.send(node, Claim(token, user_id, self.node, claim_id))
+        with trio.move_on_after(CLAIM_TIMEOUT):
+            await arriving.done.wait()
+        self._claims.pop(claim_id, None)
+        reply = arriving.reply
+        if type(reply) is not Handover or arriving.overflowed:
+            self._arriving.pop(connection_id, None)
+            self._restore(arriving)
+            return None
+        sessions = []
+        for session_id in reply.sessions:
+            try:
+                if await self._move_here(session_id, user_id, Seat(node, connection_id)):
+                    sessions.append(session_id)
+            except Exception as exc:
+                self._unavailable(f"Redis unavailable for a resume: {_reason(exc)}")
+                sessions.append(session_id)  # the replicas know; Redis catches up later
+        frames = [_decode_frame(message) for message in reply.held] + arriving.buffer
+        return connection_id, sessions, frames
+
+    def installed(self, connection_id: str) -> None:
+        """The resumed connection is live here: what arrives for it goes to it
+        (a seat it did not get back loses its placeholder)."""
+        arriving = self._arriving.pop(connection_id, None)
+        if arriving is None:
+            return
+        registry = self.hub.registry
+        for session_id in arriving.placeholders:
+            if isinstance(registry.seat(session_id, arriving.user_id), _Placeholder):
+                registry.unseat(session_id, arriving.user_id)
+
+    def _restore(self, arriving: _Arriving) -> None:
+        registry = self.hub.registry
+        for session_id, remote in arriving.placeholders.items():
+            current = registry.seat(session_id, arriving.user_id)
+            if isinstance(current, _Placeholder):
+                registry.place(session_id, remote)
+        for frame in arriving.buffer:  # to the old node, as they would have gone
+            remote = next(iter(arriving.placeholders.values()), None)
+            if remote is not None:
+                with contextlib.suppress(InternalError):
+                    remote.deliver(frame)
+
+    async def _move_here(self, session_id: str, user_id: str, holder: Seat) -> bool:
+        """Seat ``user_id`` here in Redis and tell the other nodes (no news for
+        anyone); False if another connection took the seat meanwhile."""
+        seats = await self.directory.move(session_id, user_id, holder)
+        if seats is None:
+            return False
+        registry = self.hub.registry
+        for other, seat in seats.items():
+            if other != user_id and seat.node != self.node:
+                current = registry.seat(session_id, other)
+                if not isinstance(current, RemotePeer) or current.connection_id != seat.connection:
+                    registry.place(session_id, RemotePeer(self, other, seat))
+        op = Moved(session_id, user_id, holder.connection, holder.node, self.node)
+        for node in {seat.node for seat in seats.values()} - {self.node}:
+            self.send(node, op)
+        return True
 
     # --- membership from this node's connections --------------------------------------
 
@@ -464,6 +761,10 @@ class Cluster:
                     if not self.healthy:
                         log.info("Redis is back; this node's participants are registered again")
                     self.healthy = True
+            now = trio.current_time()
+            for connection_id, (_, until) in list(self._forwarded.items()):
+                if now >= until:
+                    del self._forwarded[connection_id]
             for session_id, user_id, holder, remaining in freed:
                 log.info("node %s is gone: freeing %s in %s", holder.node, user_id, session_id)
                 op = Left(session_id, user_id, holder.node, holder.connection)

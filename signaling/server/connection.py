@@ -72,6 +72,20 @@ class ClusterLink(Protocol):
         """``peer`` left ``sessions``: free its seats for the other nodes."""
         ...
 
+    def holds_elsewhere(self, token: str) -> bool:
+        """Whether a resume token names a connection of another node."""
+        ...
+
+    async def resume(
+        self, token: str, user_id: str
+    ) -> tuple[str, list[str], list[ServerFrame]] | None:
+        """Take over an away connection of another node: its id, sessions, frames."""
+        ...
+
+    def installed(self, connection_id: str) -> None:
+        """A connection resumed from another node is live here."""
+        ...
+
 
 class Node(Protocol):
     """What a connection uses of the node it lives on (`signaling.server.hub.Hub`):
@@ -515,14 +529,40 @@ class Connection:
         ice_servers = await self.hub.ice.ice_servers(user_id)
         if self.close_code is not None:
             return None  # closed meanwhile: a token to resume stays unclaimed
-        # from here to the welcome nothing awaits: a claimed peer's frames are
-        # held until the held ones go out, then come straight here
         away = None
-        if frame.resume is not UNSET:
+        moved: tuple[str, list[str], list[ServerFrame]] | None = None
+        cluster = self.hub.cluster
+        if (
+            frame.resume is not UNSET
+            and cluster is not None
+            and cluster.holds_elsewhere(frame.resume)
+        ):
+            # held by another node: it hands the connection over (a few ms)
+            moved = await cluster.resume(frame.resume, user_id)
+            self.hub.stats.resumes["resumed" if moved is not None else "refused"] += 1
+        elif frame.resume is not UNSET:
+            # from here to the welcome nothing awaits: a claimed peer's frames are
+            # held until the held ones go out, then come straight here
             away = self.hub.claim(frame.resume, user_id, self)
+        held: list[ServerFrame] = []
         if away is not None:
             self.peer = away.peer  # the fresh one, never seated, is dropped
             self.hub.rename(self, away.peer.connection_id)
+            held = away.frames()
+        elif moved is not None:
+            assert cluster is not None
+            connection_id, sessions, held = moved
+            self.peer = Peer(self.hub.registry, connection_id, user_id, self.deliver)
+            self.peer.sessions = set(sessions)
+            for session_id in sessions:
+                self.hub.registry.place(session_id, self.peer)
+            self.hub.rename(self, connection_id)
+            cluster.installed(connection_id)
+            if self.close_code is not None:
+                # closed while it was handed over: the seats are this node's now
+                self.resume_token = self.hub.new_resume_token(self)
+                self._release_seats(leaving=False)
+                return None
         self.resume_token = self.hub.new_resume_token(self)
         welcome = Welcome(
             user_id=user_id,
@@ -532,15 +572,14 @@ class Connection:
             resume_window_ms=self._window_ms(),
         )
         if frame.resume is not UNSET:
-            welcome.resumed = away is not None
-        if away is None:
+            welcome.resumed = away is not None or moved is not None
+        if not welcome.resumed:
             log.info("authenticated", extra=self.log_ids())
             self.deliver(welcome)
             return batch[1:]
         # Resumed (protocol/SPEC.md §10): welcome, then what was held, in order,
         # then live traffic; from here on the peer's frames come to this connection.
         welcome.sessions = sorted(self.peer.sessions)
-        held = away.frames()
         log.info(
             "resumed: back in %d session%s, %d held frame%s",
             len(welcome.sessions),

@@ -90,6 +90,7 @@ class Hub:
         connection counts against its IP until it resumes or leaves, so one
         address cannot fill the table by dropping connections."""
         self._resumes_changed = trio.Event()
+        self._resumes_shrank = trio.Event()
         self.resumes.on_due = lambda: self._resumes_changed.set()
 
     def open(
@@ -181,7 +182,11 @@ class Hub:
             return None
         if connection.resume_token is not None:
             self.by_resume_token.pop(connection.resume_token, None)
-        token = "r_" + secrets.token_urlsafe(18)
+        secret = secrets.token_urlsafe(18)
+        if self.cluster is not None:  # names this node, for a resume on another
+            token = self.cluster.resume_token(connection.connection_id, secret)
+        else:
+            token = "r_" + secret
         self.by_resume_token[token] = connection
         return token
 
@@ -220,13 +225,19 @@ class Hub:
         A token of a connection still open here (the client saw it drop; this
         node did not yet) closes that one first, so its seats move over too.
         """
+        away = self.take_away(token, user_id, claimer)
+        self.stats.resumes["resumed" if away is not None else "refused"] += 1
+        return away
+
+    def take_away(self, token: str, user_id: str, claimer: Connection | None = None) -> Away | None:
+        """`claim` without the count (another node's claim counts there)."""
         live = self.by_resume_token.get(token)
         if live is not None and live is not claimer and live.user_id == user_id:
             live.close(CloseCode.NORMAL, "resumed on a new connection")
         away = self.resumes.claim(token, user_id, trio.current_time())
-        self.stats.resumes["resumed" if away is not None else "refused"] += 1
         if away is not None:
             self._release_ip(away.token)
+            self._resumes_shrank.set()
         return away
 
     def _release_ip(self, token: str) -> None:
@@ -248,6 +259,7 @@ class Hub:
         )
         self.stats.resume_expiries[why] += 1
         self._release_ip(away.token)
+        self._resumes_shrank.set()
         peer.close()
         if self.cluster is not None and sessions:
             self.cluster.leaving(peer, sessions)
@@ -270,6 +282,13 @@ class Hub:
                 "overflow" if away.overflowed else "window" if now >= away.deadline else "capacity"
             )
             self.leave_for_good(away, why)
+
+    async def wait_resumed(self) -> None:
+        """Until no connection is away (each resumed, here or on another node, or
+        left): a draining node of a cluster hands its connections over."""
+        while len(self.resumes):
+            self._resumes_shrank = trio.Event()
+            await self._resumes_shrank.wait()
 
     def end_resumes(self) -> None:
         """The node stops: every away connection leaves now."""

@@ -227,6 +227,18 @@ async def serve(
             hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
             with trio.move_on_after(settings.graceful_timeout):
                 await hub.wait_closed()
+                if hub.cluster is not None and len(hub.resumes):
+                    # the clients come back on another node, which asks this one
+                    # for their seats and held signals (protocol/SPEC.md §10)
+                    log.info("draining: %d connections may resume elsewhere", len(hub.resumes))
+                    await hub.wait_resumed()
+                if hub.cluster is not None:
+                    await hub.cluster.flushed()  # the last handovers go out first
+            if len(hub.resumes):
+                log.info(
+                    "stopping with %d away connections; their seats go with this node",
+                    len(hub.resumes),
+                )
             await context.terminated.set()
             handlers.cancel_scope.deadline = trio.current_time() + 1.0
         log.info("stopped")

@@ -43,6 +43,14 @@ redis.call('SREM', KEYS[2], ARGV[3])
 return redis.call('HGETALL', KEYS[1])
 """
 
+_MOVE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return false end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SREM', 'sig:ns:' .. ARGV[5], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[4])
+return redis.call('HGETALL', KEYS[1])
+"""
+
 _REAP = """
 if redis.call('EXISTS', 'sig:n:' .. ARGV[1]) == 1 then return {} end
 local out = {}
@@ -151,6 +159,23 @@ class RedisDirectory:
             _LEAVE,
             keys=[f"sig:s:{session}", f"sig:ns:{self.node}"],
             args=[user, f"{self.node}|{connection}", f"{session}\0{user}"],
+        )
+        return None if reply is None else _pairs(list(reply))  # type: ignore[arg-type]
+
+    async def move(self, session: str, user: str, holder: Seat) -> dict[str, Seat] | None:
+        """Move ``user``'s seat held by ``holder`` (another node's connection) to
+        this node, same connection id (a resume, protocol/SPEC.md §10): the
+        seats after it, or None if ``holder`` no longer holds it."""
+        reply = await self.redis.eval(
+            _MOVE,
+            keys=[f"sig:s:{session}", f"sig:ns:{self.node}"],
+            args=[
+                user,
+                str(holder),
+                f"{self.node}|{holder.connection}",
+                f"{session}\0{user}",
+                holder.node,
+            ],
         )
         return None if reply is None else _pairs(list(reply))  # type: ignore[arg-type]
 
