@@ -94,6 +94,56 @@ async def raw(server: Server, encoding: str = "json") -> AsyncIterator[Raw]:
         yield Raw(ws, encoding)
 
 
+class Silent:
+    """A wsproto client over a bare stream that authenticates, joins, and then
+    reads only when told (so it answers no ping and its socket fills up)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    @classmethod
+    async def open(cls, server: Server, user_id: str, session_id: str) -> tuple[Silent, str]:
+        """The client, and its resume token."""
+        from wsproto.events import AcceptConnection, Request, TextMessage
+
+        client = cls(await server.open_stream())
+        await client.stream.send_all(client.ws.send(Request(host="memory", target="/ws")))
+        with trio.fail_after(5):
+            while not any(isinstance(e, AcceptConnection) for e in client.ws.events()):
+                client.ws.receive_data(bytes(await client.stream.receive_some(65536)))
+        for frame in (
+            {"type": "auth", "userId": user_id},
+            {"type": "join-session", "sessionId": session_id},
+        ):
+            await client.stream.send_all(client.ws.send(TextMessage(json.dumps(frame))))
+        texts: list[str] = []
+        with trio.fail_after(5):
+            while len(texts) < 2:
+                client.ws.receive_data(bytes(await client.stream.receive_some(65536)))
+                texts += [e.data for e in client.ws.events() if isinstance(e, TextMessage)]
+        return client, json.loads(texts[0])["resumeToken"]
+
+    async def read_until_closed(self) -> list[dict[str, Any]]:
+        """Every frame left in the socket, up to the server's close."""
+        from wsproto.events import CloseConnection, TextMessage
+
+        frames: list[dict[str, Any]] = []
+        with trio.fail_after(10):
+            while True:
+                data = bytes(await self.stream.receive_some(1 << 20))
+                self.ws.receive_data(data or None)
+                for event in self.ws.events():
+                    if isinstance(event, TextMessage):
+                        frames.append(json.loads(event.data))
+                    elif isinstance(event, CloseConnection):
+                        return frames
+                if not data:
+                    return frames
+
+
 async def quiet(client: Client, seconds: float = 0.2) -> list[Any]:
     """Whatever ``client`` receives within ``seconds`` (expected: nothing)."""
     frames = []
@@ -221,58 +271,62 @@ async def test_the_window_ends_with_user_left_exactly_once_and_a_late_resume_is_
     assert server.hub.stats.resumes == {"refused": 1}
 
 
-async def test_a_token_works_once(server: Server) -> None:
-    async with raw(server) as bob:
+async def test_a_token_works_once(server: Server, encoding: str) -> None:
+    async with raw(server, encoding) as bob:
         token = (await bob.auth("bob"))["resumeToken"]
         await bob.join("s")
         await bob.drop()
     await wait_away(server)
-    async with raw(server) as bob:
+    async with raw(server, encoding) as bob:
         first = await bob.auth("bob", resume=token)
         assert first["resumed"] is True
         await bob.drop()
     await wait_away(server)
-    async with raw(server) as bob:
+    async with raw(server, encoding) as bob:
         again = await bob.auth("bob", resume=token)  # the old token, not first's
         assert again["resumed"] is False
     # the token of the resumed connection still works
-    async with raw(server) as bob:
+    async with raw(server, encoding) as bob:
         assert (await bob.auth("bob", resume=first["resumeToken"]))["resumed"] is True
 
 
 @pytest.mark.parametrize("token", ["r_unknown", "x" * 128])
-async def test_an_unknown_token_is_a_new_connection(server: Server, token: str) -> None:
-    async with raw(server) as bob:
+async def test_an_unknown_token_is_a_new_connection(
+    server: Server, token: str, encoding: str
+) -> None:
+    async with raw(server, encoding) as bob:
         welcome = await bob.auth("bob", resume=token)
     assert welcome["resumed"] is False
 
 
-async def test_a_token_over_128_characters_is_a_bad_frame(server: Server) -> None:
-    async with raw(server) as bob:
+async def test_a_token_over_128_characters_is_a_bad_frame(server: Server, encoding: str) -> None:
+    async with raw(server, encoding) as bob:
         await bob.send({"type": "auth", "userId": "bob", "resume": "x" * 129})
         error = await bob.receive()
     assert (error["type"], error["code"]) == ("error", "bad-frame")
 
 
-async def test_a_foreign_token_is_refused_and_stays_for_its_owner(server: Server) -> None:
+async def test_a_foreign_token_is_refused_and_stays_for_its_owner(
+    server: Server, encoding: str
+) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             token = (await bob.auth("bob"))["resumeToken"]
             await bob.join("s")
             await next_frame(alice)
             await bob.drop()
         await wait_away(server)
-        async with raw(server) as mallory:
+        async with raw(server, encoding) as mallory:
             stolen = await mallory.auth("mallory", resume=token)
             assert stolen["resumed"] is False
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             assert (await bob.auth("bob", resume=token))["resumed"] is True
         # nothing for the drop or the resume; the block's close (1000) leaves
         assert await quiet(alice) == [UserLeft(session_id="s", user_id="bob")]
 
 
-async def test_a_client_that_closes_with_1000_leaves_at_once(server: Server) -> None:
+async def test_a_client_that_closes_with_1000_leaves_at_once(server: Server, encoding: str) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
         async with server.connect(user_id="bob") as bob:
@@ -282,22 +336,24 @@ async def test_a_client_that_closes_with_1000_leaves_at_once(server: Server) -> 
         # the SDK's exit closes with 1000
         assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
         assert away_count(server) == 0
-        async with raw(server) as again:
+        async with raw(server, encoding) as again:
             assert isinstance(token, str)
             assert (await again.auth("bob", resume=token))["resumed"] is False
 
 
-async def test_a_client_that_closes_with_another_code_goes_away(server: Server) -> None:
+async def test_a_client_that_closes_with_another_code_goes_away(
+    server: Server, encoding: str
+) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             token = (await bob.auth("bob"))["resumeToken"]
             await bob.join("s")
             await next_frame(alice)
             await bob.ws.aclose(4000, "switching networks")
         await wait_away(server)
         assert await quiet(alice) == []
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             assert (await bob.auth("bob", resume=token))["resumed"] is True
 
 
@@ -311,10 +367,10 @@ async def test_leaving_a_session_is_at_once_even_while_resume_is_on(server: Serv
 
 
 @pytest.mark.parametrize("settings", [RESUMING.replace(outbox_frames=8)])
-async def test_a_hold_that_overflows_ends_the_window_early(server: Server) -> None:
+async def test_a_hold_that_overflows_ends_the_window_early(server: Server, encoding: str) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             token = (await bob.auth("bob"))["resumeToken"]
             await bob.join("s")
             await next_frame(alice)
@@ -325,7 +381,7 @@ async def test_a_hold_that_overflows_ends_the_window_early(server: Server) -> No
         assert await quiet(alice) == []
         await alice.send_candidate("bob", "s", candidate(8))  # the ninth: over the hold
         assert await next_frame(alice) == UserLeft(session_id="s", user_id="bob")
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             assert (await bob.auth("bob", resume=token))["resumed"] is False
     assert server.hub.stats.resume_expiries["overflow"] == 1
 
@@ -336,24 +392,7 @@ async def test_a_client_timed_out_by_the_heartbeat_can_resume(
 ) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        stream = await server.open_stream()
-        from wsproto import ConnectionType, WSConnection
-        from wsproto.events import AcceptConnection, Request, TextMessage
-
-        ws = WSConnection(ConnectionType.CLIENT)
-        await stream.send_all(ws.send(Request(host="memory", target="/ws")))
-        with trio.fail_after(5):
-            while not any(isinstance(e, AcceptConnection) for e in ws.events()):
-                ws.receive_data(await stream.receive_some(65536))
-        await stream.send_all(ws.send(TextMessage(json.dumps({"type": "auth", "userId": "bob"}))))
-        join = {"type": "join-session", "sessionId": "s"}
-        await stream.send_all(ws.send(TextMessage(json.dumps(join))))
-        texts: list[str] = []
-        with trio.fail_after(5):
-            while len(texts) < 2:
-                ws.receive_data(await stream.receive_some(65536))
-                texts += [e.data for e in ws.events() if isinstance(e, TextMessage)]
-        token = json.loads(texts[0])["resumeToken"]
+        silent, token = await Silent.open(server, "bob", "s")
         assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
         # bob never reads or answers a ping again: 4408 after 2 s, then away
         await trio.sleep(3)  # (the autojump clock: no wall time passes)
@@ -362,21 +401,21 @@ async def test_a_client_timed_out_by_the_heartbeat_can_resume(
             assert (await bob.auth("bob", resume=token))["resumed"] is True
         # nothing for the timeout or the resume; the block's close (1000) leaves
         assert await quiet(alice) == [UserLeft(session_id="s", user_id="bob")]
-        await stream.aclose()
+        await silent.stream.aclose()
     assert server.hub.stats.closes[4408] == 1
 
 
 async def test_a_resume_takes_over_a_connection_the_server_still_thinks_open(
-    server: Server,
+    server: Server, encoding: str
 ) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server) as old:
+        async with raw(server, encoding) as old:
             token = (await old.auth("bob"))["resumeToken"]
             await old.join("s")
             await next_frame(alice)
             # the client lost this one (half-open: the server saw nothing) and resumes
-            async with raw(server) as bob:
+            async with raw(server, encoding) as bob:
                 back = await bob.auth("bob", resume=token)
                 assert back["resumed"] is True
                 assert back["sessions"] == ["s"]
@@ -391,9 +430,9 @@ async def test_a_resume_takes_over_a_connection_the_server_still_thinks_open(
 
 
 async def test_a_new_connection_that_takes_the_seat_while_away_is_told_on_resume(
-    server: Server,
+    server: Server, encoding: str
 ) -> None:
-    async with raw(server) as bob:
+    async with raw(server, encoding) as bob:
         token = (await bob.auth("bob"))["resumeToken"]
         await bob.join("s")
         await bob.join("t")
@@ -401,7 +440,7 @@ async def test_a_new_connection_that_takes_the_seat_while_away_is_told_on_resume
     await wait_away(server)
     async with server.connect(user_id="bob") as other_bob:
         await other_bob.join("s")  # takes the away seat in s
-        async with raw(server) as bob:
+        async with raw(server, encoding) as bob:
             back = await bob.auth("bob", resume=token)
             assert back["resumed"] is True
             assert back["sessions"] == ["t"]
@@ -459,3 +498,38 @@ async def test_metrics_count_away_seats_resumes_and_held_signals(server: Server)
         assert 'signaling_resumes_total{outcome="resumed"} 1.0' in text
         assert "signaling_away_connections 0.0" in text
         assert httpx  # the scrape is by hand: the server listens in memory
+
+
+@pytest.mark.parametrize("settings", [RESUMING.replace(max_message_bytes=65536)])
+async def test_what_a_taken_over_connection_had_not_written_goes_with_the_resume(
+    server: Server,
+) -> None:
+    """bob stops reading; alice's offers fill his socket and then his outbox.
+    He resumes on a new connection while the server still thinks the old one
+    open: every offer reaches him exactly once, in order, split between what
+    the old socket took and what the resume delivers."""
+    async with server.connect(user_id="alice") as alice:
+        await alice.join("s")
+        silent, token = await Silent.open(server, "bob", "s")
+        assert await next_frame(alice) == UserJoined(session_id="s", user_id="bob")
+        (old,) = [c for c in server.hub.connections if c.user_id == "bob"]
+        sdp = "v=0\r\n" + "a=x\r\n" * 5000  # about 30 KB per offer
+        sent = 0
+        with trio.fail_after(10):
+            while len(old.outbox) < 3:  # the socket is full: offers wait in the outbox
+                await alice.send_offer("bob", "s", {"type": "offer", "sdp": sdp}, extra={"n": sent})
+                sent += 1
+                await alice.join("s")  # a round trip: routed before the next
+        queued = len(old.outbox)
+        async with raw(server) as bob:
+            back = await bob.auth("bob", resume=token)
+            assert back["resumed"] is True
+            held: list[int] = []
+            with trio.move_on_after(0.5):
+                while True:
+                    held.append((await bob.receive())["data"]["n"])
+            assert len(held) >= queued  # the old connection's unwritten offers came along
+            # the old socket: what the server wrote to it before the take-over
+            written = [frame["data"]["n"] for frame in await silent.read_until_closed()]
+            assert written + held == list(range(sent))  # each once, in order
+        await silent.stream.aclose()

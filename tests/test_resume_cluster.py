@@ -5,7 +5,6 @@ dies frees its seats within its bound."""
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,14 +16,14 @@ import pytest
 import trio
 import trio_websocket
 
-from signaling.client import Client, Reconnected, RelayedIceCandidate, connect
+from signaling.client import Reconnected, RelayedIceCandidate, connect
 from signaling.frames import UserJoined, UserLeft
 
 from .conftest import TEST_SETTINGS, Server, chromium_call, start_server
 from .test_cli import clean_env, free_port, running, serve_command
+from .test_resume import SUBPROTOCOL, Raw, next_frame, quiet
 
 CALL = chromium_call()
-SUBPROTOCOL = {"json": "signaling.v1.json", "msgpack": "signaling.v1.msgpack"}
 
 
 def candidate(n: int) -> dict[str, Any]:
@@ -47,41 +46,10 @@ async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[Nodes]:
     b.stop.set()
 
 
-class Raw:
-    def __init__(self, ws: trio_websocket.WebSocketConnection, encoding: str) -> None:
-        self.ws = ws
-        self.encoding = encoding
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        message = json.dumps(frame) if self.encoding == "json" else msgspec.msgpack.encode(frame)
-        await self.ws.send_message(message)
-
-    async def receive(self) -> dict[str, Any]:
-        with trio.fail_after(5):
-            message = await self.ws.get_message()
-        frame: dict[str, Any] = (
-            json.loads(message) if isinstance(message, str) else msgspec.msgpack.decode(message)
-        )
-        return frame
-
-
 @asynccontextmanager
 async def raw(url: str, encoding: str = "json") -> AsyncIterator[Raw]:
     async with trio_websocket.open_websocket_url(url, subprotocols=[SUBPROTOCOL[encoding]]) as ws:
         yield Raw(ws, encoding)
-
-
-async def quiet(client: Client, seconds: float = 0.3) -> list[Any]:
-    frames = []
-    with trio.move_on_after(seconds):
-        while True:
-            frames.append(await client.receive())
-    return frames
-
-
-async def next_frame(client: Client) -> Any:
-    with trio.fail_after(5):
-        return await client.receive()
 
 
 async def until_away(server: Server, count: int = 1) -> None:
@@ -231,14 +199,24 @@ async def test_a_rolling_restart_loses_no_call_and_no_signal(
                 await bob.send_candidate("alice", "call", candidate(sent))
                 sent += 1
 
+        async def candidates_and_resume(count: int) -> list[Any]:
+            """alice's next ``count`` candidates, and her Reconnected (resumed) among
+            them: a candidate may beat the drain to her old connection."""
+            frames: list[Any] = []
+            with trio.fail_after(10):
+                while len([f for f in frames if isinstance(f, RelayedIceCandidate)]) < count or (
+                    not any(isinstance(f, Reconnected) for f in frames)
+                ):
+                    frames.append(await alice.receive())
+            (event,) = [f for f in frames if isinstance(f, Reconnected)]
+            assert event.resumed
+            return [f for f in frames if not isinstance(f, Reconnected)]
+
         # node a drains: alice goes to node b
         target["alice"] = b.port
         a.stop.set()
         await exchange()  # while a drains
-        event = await next_frame(alice)
-        assert isinstance(event, Reconnected)
-        assert event.resumed
-        got = [await next_frame(alice) for _ in range(3)]
+        got = await candidates_and_resume(3)
         # a starts again (a new process would: same Redis, a new node id)
         a = await start_server(nursery, settings)
         # node b drains: both go to the new node a
@@ -249,10 +227,7 @@ async def test_a_rolling_restart_loses_no_call_and_no_signal(
         assert isinstance(bob_back, Reconnected)
         assert bob_back.resumed
         await exchange()  # as soon as bob is back
-        event = await next_frame(alice)
-        assert isinstance(event, Reconnected)
-        assert event.resumed
-        got += [await next_frame(alice) for _ in range(3)]
+        got += await candidates_and_resume(3)
         assert [g.data["candidate"]["sdpMid"] for g in got] == [str(n) for n in range(6)]
         # no membership news anywhere
         assert await quiet(alice) == []
@@ -340,3 +315,32 @@ async def test_across_nodes_a_token_works_once_and_takes_over_a_half_open_connec
                 relayed = await alice.receive()
                 assert relayed["data"]["candidate"]["sdpMid"] == "7"
         assert await quiet(carol) == [UserLeft(session_id="s", user_id="alice")]
+
+
+async def test_a_hold_that_overflows_on_its_node_ends_the_window_for_every_node(
+    nursery: trio.Nursery, redis_url: str
+) -> None:
+    settings = TEST_SETTINGS.replace(redis_url=redis_url, resume_window=15, outbox_frames=4)
+    a = await start_server(nursery, settings)
+    b = await start_server(nursery, settings)
+    async with connect(b.url, user_id="dave") as dave:
+        await dave.join("s")
+        async with raw(a.url, "msgpack") as alice:
+            await alice.send({"type": "auth", "userId": "alice"})
+            token = (await alice.receive())["resumeToken"]
+            await alice.send({"type": "join-session", "sessionId": "s"})
+            await alice.receive()
+            await next_frame(dave)
+            await alice.ws._stream.aclose()
+        await until_away(a)
+        for n in range(5):  # the fifth is one over the hold, on node a
+            await dave.send_candidate("alice", "s", candidate(n))
+        with trio.fail_after(5):
+            assert await dave.receive() == UserLeft(session_id="s", user_id="alice")
+        async with raw(b.url, "msgpack") as alice:
+            await alice.send({"type": "auth", "userId": "alice", "resume": token})
+            assert (await alice.receive())["resumed"] is False
+        assert await quiet(dave) == []
+    assert a.hub.stats.resume_expiries["overflow"] == 1
+    a.stop.set()
+    b.stop.set()

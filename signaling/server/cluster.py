@@ -288,6 +288,8 @@ class Cluster:
         """Resumes this node asked another node for, by claim id."""
         self._arriving: dict[str, _Arriving] = {}
         """The same, by connection id, once handed over (until installed)."""
+        self._forwarding = trio.Event()
+        """Set when a signal is sent on to where its connection resumed."""
         self._forwarded: dict[str, tuple[str, float]] = {}
         """Connection id → (node, until when): connections resumed elsewhere;
         a signal that still comes here for one is sent on."""
@@ -361,6 +363,19 @@ class Cluster:
         finally:
             if link is not None:
                 await link.aclose()
+
+    async def forwarding_done(self, quiet: float = 0.25) -> None:
+        """Until no signal has had to be sent on for ``quiet`` seconds: a draining
+        node's last handovers race signals other nodes sent it before they
+        learnt of the move (those arrive within a flush or two)."""
+        if not self._forwarded:
+            return
+        while True:
+            self._forwarding = trio.Event()
+            with trio.move_on_after(quiet):
+                await self._forwarding.wait()
+                continue
+            return
 
     async def flushed(self) -> None:
         """Until every op queued so far has been published (or given up): a
@@ -453,18 +468,19 @@ class Cluster:
     def _apply(self, op: Op) -> None:
         if type(op) is Relay:
             connection = self.hub.by_connection_id.get(op.connection_id)
-            if connection is not None:
+            if connection is not None and connection.away is None:
                 connection.deliver(_decode_frame(op.frame))
             else:  # away, or resumed elsewhere (protocol/SPEC.md §10)
+                forwarded = self._forwarded.get(op.connection_id)
                 away = self.hub.resumes.get(op.connection_id)
                 arriving = self._arriving.get(op.connection_id)
-                forwarded = self._forwarded.get(op.connection_id)
-                if away is not None:
+                if forwarded is not None:
+                    self.send(forwarded[0], op)  # (its old connection may still be closing)
+                    self._forwarding.set()
+                elif away is not None:
                     away.hold(_decode_frame(op.frame))
                 elif arriving is not None:
                     arriving.deliver(_decode_frame(op.frame))
-                elif forwarded is not None:
-                    self.send(forwarded[0], op)
         elif type(op) is Claim:
             self._claimed(op)
         elif type(op) is Handover or type(op) is Refused:
@@ -473,6 +489,17 @@ class Cluster:
                 arriving.reply = op
                 if type(op) is Handover:
                     self._arriving[op.connection_id] = arriving
+                    # seats this replica learnt of since the claim left (another
+                    # resume here saw them in Redis) wait here too from now on
+                    registry = self.hub.registry
+                    for session_id in op.sessions:
+                        current = registry.seat(session_id, arriving.user_id)
+                        if (
+                            isinstance(current, RemotePeer)
+                            and current.connection_id == op.connection_id
+                        ):
+                            arriving.placeholders[session_id] = current
+                            registry.place(session_id, _Placeholder(arriving))
                 arriving.done.set()
         elif type(op) is Moved:
             current = self.hub.registry.seat(op.session_id, op.user_id)
@@ -620,6 +647,13 @@ class Cluster:
         frames = [_decode_frame(message) for message in reply.held] + arriving.buffer
         return connection_id, sessions, frames
 
+    def _claiming(self, user_id: str, connection_id: str) -> _Arriving | None:
+        """The resume under way on this node for that connection, if any."""
+        for arriving in (*self._claims.values(), *self._arriving.values()):
+            if (arriving.user_id, arriving.connection_id) == (user_id, connection_id):
+                return arriving
+        return None
+
     def installed(self, connection_id: str) -> None:
         """The resumed connection is live here: what arrives for it goes to it
         (a seat it did not get back loses its placeholder)."""
@@ -651,10 +685,23 @@ class Cluster:
             return False
         registry = self.hub.registry
         for other, seat in seats.items():
-            if other != user_id and seat.node != self.node:
-                current = registry.seat(session_id, other)
-                if not isinstance(current, RemotePeer) or current.connection_id != seat.connection:
-                    registry.place(session_id, RemotePeer(self, other, seat))
+            if other == user_id or seat.node == self.node:
+                continue
+            current = registry.seat(session_id, other)
+            if current is not None and (
+                not getattr(current, "is_remote", True) or isinstance(current, _Placeholder)
+            ):
+                # here already (it resumed here meanwhile, or is resuming): Redis's
+                # answer may predate that move
+                continue
+            if not isinstance(current, RemotePeer) or current.connection_id != seat.connection:
+                remote = RemotePeer(self, other, seat)
+                claiming = self._claiming(other, seat.connection)
+                if claiming is not None:  # its own resume here is under way: wait with it
+                    claiming.placeholders[session_id] = remote
+                    registry.place(session_id, _Placeholder(claiming))
+                else:
+                    registry.place(session_id, remote)
         op = Moved(session_id, user_id, holder.connection, holder.node, self.node)
         for node in {seat.node for seat in seats.values()} - {self.node}:
             self.send(node, op)

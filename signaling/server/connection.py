@@ -130,6 +130,10 @@ class Node(Protocol):
         """Keep the seats of a connection that dropped, for the resume window."""
         ...
 
+    def ended_away(self, connection: Connection) -> None:
+        """An away connection's tasks are done (nothing more of its is unsent)."""
+        ...
+
     def claim(self, token: str, user_id: str, claimer: Connection) -> Away | None:
         """The away connection a resume token names, if ``user_id`` may take it."""
         ...
@@ -241,7 +245,7 @@ class Connection:
         # closing first: what is queued goes to the hold of a connection that may
         # resume (no silent gap; where it overflows too, its seats go)
         self.close(CloseCode.SLOW_CONSUMER, "outbox full: the client is not reading")
-        self._hold_unsent()
+        self.hold_unsent()
         self.outbox.clear()
 
     @property
@@ -288,9 +292,10 @@ class Connection:
         if cluster is not None and sessions:
             cluster.leaving(peer, sessions)
 
-    def _hold_unsent(self) -> None:
+    def hold_unsent(self) -> None:
         """An away connection's frames that were queued but never written go to
-        the hold, ahead of what came after: what others sent it (signals,
+        the hold, ahead of what came after (at its end, or when a resume claims
+        it first): what others sent it (signals,
         ``user-joined``/``user-left``, ``replaced``), not replies to its own
         frames nor the error it was closed with. Frames already written to the
         socket are not sent again."""
@@ -337,7 +342,9 @@ class Connection:
             hub.stats.closes[code] += 1
             if self.peer is not None:
                 self._release_seats(leaving=_leaves(code, by))
-                self._hold_unsent()  # what the writer could not write before the end
+                self.hold_unsent()  # what the writer could not write before the end
+                if self.away is not None:
+                    hub.ended_away(self)
                 user_id = self.peer.user_id
                 hub.user_left(user_id)
                 if self.bucket is not None:

@@ -85,6 +85,9 @@ class Hub:
         """Connections that dropped and may resume (protocol/SPEC.md §10)."""
         self.by_resume_token: dict[str, Connection] = {}
         """Live connections by the resume token of their latest ``welcome``."""
+        self._ending: dict[str, Connection] = {}
+        """Away connections whose tasks still run (flushing, closing), by token: a
+        resume takes what they have not written yet first."""
         self._away_ip: dict[str, str] = {}
         """The per-IP cap's key of each away connection (by token): an away
         connection counts against its IP until it resumes or leaves, so one
@@ -209,6 +212,7 @@ class Hub:
         key = cap_key(connection.ip)
         self.by_ip[key] += 1
         self._away_ip[token] = key
+        self._ending[token] = connection
         self._resumes_changed.set()
         log.info(
             "away: %d seat%s kept for %g s",
@@ -234,11 +238,19 @@ class Hub:
         live = self.by_resume_token.get(token)
         if live is not None and live is not claimer and live.user_id == user_id:
             live.close(CloseCode.NORMAL, "resumed on a new connection")
+        ending = self._ending.get(token)
+        if ending is not None and ending.user_id == user_id:
+            ending.hold_unsent()  # still queued there: it goes with the resume, first
         away = self.resumes.claim(token, user_id, trio.current_time())
         if away is not None:
             self._release_ip(away.token)
             self._resumes_shrank.set()
         return away
+
+    def ended_away(self, connection: Connection) -> None:
+        """An away connection's tasks are done."""
+        if connection.resume_token is not None:
+            self._ending.pop(connection.resume_token, None)
 
     def _release_ip(self, token: str) -> None:
         key = self._away_ip.pop(token, None)

@@ -233,7 +233,10 @@ async def serve(
                     log.info("draining: %d connections may resume elsewhere", len(hub.resumes))
                     await hub.wait_resumed()
                 if hub.cluster is not None:
-                    await hub.cluster.flushed()  # the last handovers go out first
+                    # signals still on their way here for a connection that resumed
+                    # elsewhere are sent on; then the last ops go out
+                    await hub.cluster.forwarding_done()
+                    await hub.cluster.flushed()
             if len(hub.resumes):
                 log.info(
                     "stopping with %d away connections; their seats go with this node",
