@@ -6,7 +6,9 @@ between. The writer sleeps until its outbox has something, then writes all of
 it at once. Closing is one path for every reason: `Connection.close` records
 the code, the writer flushes what is queued and sends the close frame, the
 reader waits (bounded) for the client's answer, and ``finally`` frees the
-seats so the others hear ``user-left`` exactly once.
+seats so the others hear ``user-left`` exactly once, or, when the client did
+not close with 1000, lets them wait for its resume (protocol/SPEC.md §10:
+`Hub.go_away`, `signaling.core.resume`).
 """
 
 from __future__ import annotations
