@@ -23,11 +23,13 @@ from trio.testing import MockClock
 from signaling.client import Client
 from signaling.frames import UserJoined, UserLeft
 from signaling.server import Settings
+from signaling.server.auth import mint_join_token
 
 from .conftest import TEST_SETTINGS, Server, chromium_call
 
 CALL = chromium_call()
 RESUMING = TEST_SETTINGS.replace(resume_window=15.0)
+SECRET = "s" * 32
 SUBPROTOCOL = {"json": "signaling.v1.json", "msgpack": "signaling.v1.msgpack"}
 
 
@@ -452,13 +454,33 @@ async def test_a_new_connection_that_takes_the_seat_while_away_is_told_on_resume
             )
 
 
-async def test_a_re_auth_gives_a_fresh_token(server: Server) -> None:
+@pytest.mark.parametrize("settings", [RESUMING.replace(token_secret=SECRET)])
+async def test_with_verified_tokens_a_re_auth_gives_a_fresh_token_and_a_resume_needs_a_valid_one(
+    server: Server,
+) -> None:
+    good = mint_join_token(SECRET, "bob", "*", ttl=600)
     async with raw(server) as bob:
-        first = (await bob.auth("bob"))["resumeToken"]
-        await bob.send({"type": "auth", "userId": "bob"})  # development mode: bad-frame
-        assert (await bob.receive())["code"] == "bad-frame"
-    # (with tokens verified, a re-auth's welcome carries a new token: test_auth)
-    assert first.startswith("r_")
+        await bob.send({"type": "auth", "userId": "bob", "token": good})
+        first = (await bob.receive())["resumeToken"]
+        await bob.join("s")
+        await bob.send({"type": "auth", "userId": "bob", "token": good})  # a re-auth
+        second = (await bob.receive())["resumeToken"]
+        assert second != first
+        await bob.drop()
+    await wait_away(server)
+    async with raw(server) as bob:
+        # the first token stopped working at the re-auth
+        await bob.send({"type": "auth", "userId": "bob", "token": good, "resume": first})
+        assert (await bob.receive())["resumed"] is False
+    async with raw(server) as bob:
+        # a resume is an auth like any other: an invalid token is refused (4401)
+        await bob.send({"type": "auth", "userId": "bob", "token": "forged", "resume": second})
+        assert (await bob.receive())["code"] == "unauthorized"
+    async with raw(server) as bob:
+        await bob.send({"type": "auth", "userId": "bob", "token": good, "resume": second})
+        back = await bob.receive()
+        assert back["resumed"] is True
+        assert back["sessions"] == ["s"]
 
 
 async def test_metrics_count_away_seats_resumes_and_held_signals(server: Server) -> None:
