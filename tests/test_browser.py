@@ -100,7 +100,9 @@ def test_a_call_survives_a_drained_node_and_a_cut_connection(
         ]
         * 2
     )
-    assert browser_run["resume_shown"] == ["reconnecting… (the call goes on)"] * 2
+    # what the page said each time it tried again (once per drop, more if a try failed)
+    assert len(browser_run["resume_shown"]) >= 2
+    assert set(browser_run["resume_shown"]) == {"reconnecting… (the call goes on)"}
     assert "closed" not in browser_run["resume_call_states"]
     assert "failed" not in browser_run["resume_call_states"]
     assert browser_run["resume_rejoined"] == 0
