@@ -151,3 +151,11 @@ async def test_demo_page_and_client_module_are_served(server: Server) -> None:
     assert "export class SignalingClient" in module.text
     assert "export class PeerCall" in module.text
     assert "export class SignalingClient extends EventTarget" in types.text
+
+
+def test_a_rolling_restart_of_two_nodes_keeps_the_call(browser_run: dict[str, Any]) -> None:
+    """Two nodes and Redis behind nginx: the node holding the call's signaling is
+    restarted, then the other. Both pages resume each time; the same
+    RTCPeerConnections stay connected, video keeps coming, nobody hears a thing."""
+    same = {"sameCall": True, "connectionState": "connected", "rejoined": 0, "heard": []}
+    assert browser_run["rolling_restarts"] == [[same, same], [same, same]]

@@ -32,8 +32,8 @@ def nginx_config(port: int, nodes: list[int], folder: Path) -> str:
     block = re.search(r"```nginx\n(upstream signaling.*?)```", text, re.S)
     assert block is not None, "docs/deployment.md has an nginx block"
     conf = block.group(1)
-    servers = "".join(f"    server 127.0.0.1:{node};\n" for node in nodes)
-    conf = re.sub(r"(    server 10\.0\.0\.\d+:3001;\n)+", servers, conf)
+    # the block's servers, 10.0.0.1 and 10.0.0.2, become ours (their options kept)
+    conf = re.sub(r"10\.0\.0\.(\d+):3001", lambda m: f"127.0.0.1:{nodes[int(m[1]) - 1]}", conf)
     conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
     assert f"127.0.0.1:{nodes[1]}" in conf
     assert f"127.0.0.1:{port}" in conf

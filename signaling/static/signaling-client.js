@@ -167,7 +167,14 @@ export class SignalingClient extends EventTarget {
             // connect() is the caller's to retry (see connect's `retry`).
             const willReconnect =
               welcomed && this.options.reconnect && !this._closedByUser && RETRY_CODES.has(event.code);
-            this._emit("close", { code: event.code, reason: event.reason, willReconnect });
+            // A failed try of a reconnect under way: connect()'s retry tries again.
+            const retrying =
+              !welcomed && this._reconnecting && !this._closedByUser && RETRY_CODES.has(event.code);
+            this._emit("close", {
+              code: event.code,
+              reason: event.reason,
+              willReconnect: willReconnect || retrying,
+            });
             if (!welcomed && !refused) reject(closedError(event));
             if (willReconnect) {
               this._reconnecting = true;

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,8 @@ CHROMIUM_FLAGS = [
 class ServerThread:
     """Our server on 127.0.0.1 in a thread of its own (Playwright's sync API owns this one)."""
 
-    def __init__(self) -> None:
-        self.hub = Hub(Settings(host="127.0.0.1", port=0, rate_limit=0))
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.hub = Hub(settings or Settings(host="127.0.0.1", port=0, rate_limit=0))
         started: queue.Queue[tuple[int, trio.lowlevel.TrioToken]] = queue.Queue()
         self._stop = trio.Event()
 
@@ -391,9 +393,137 @@ def main(out: Path) -> dict[str, Any]:
                        retryCode: retryError.code };
             }"""
         )
+        rolling_restart(browser, result)
         browser.close()
     server.stop()
     return result
+
+
+def rolling_restart(browser: Any, result: dict[str, Any]) -> None:
+    """8. Two nodes and a Redis behind nginx (docs/deployment.md's block), a call
+    between two pages; the node that holds their connections is restarted, then
+    the other one. Each time both pages resume on the node still up: the call
+    stays connected on the same RTCPeerConnection and nobody hears a thing."""
+    import shutil
+    import signal
+    import tempfile
+
+    from tests.test_cli import free_port
+    from tests.test_sticky import nginx_config
+
+    folder = Path(tempfile.mkdtemp())
+    redis_port, nginx_port = free_port(), free_port()
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    ports = [free_port(), free_port()]
+    settings = [
+        Settings(
+            host="127.0.0.1",
+            port=port,
+            rate_limit=0,
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            graceful_timeout=10,
+        )
+        for port in ports
+    ]
+    (folder / "nginx.conf").write_text(nginx_config(nginx_port, ports, folder))
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin") or "nginx"
+    proxy = None
+    nodes: list[ServerThread] = []
+    try:
+        for _ in range(100):  # redis-server starts in a moment
+            try:
+                socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        nodes = [ServerThread(settings[0]), ServerThread(settings[1])]
+        proxy = subprocess.Popen(
+            [nginx, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        url = f"http://127.0.0.1:{nginx_port}/?session=rolling"
+        alice = open_page(browser, url + "&user=ann", "ann")
+        bob = open_page(browser, url + "&user=ben", "ben")
+        alice.click("#start")
+        wait_state(alice, "waiting for someone to join")
+        bob.click("#start")
+        wait_peers(alice, 1)
+        wait_peers(bob, 1)
+        for page, peer in ((alice, "ben"), (bob, "ann")):
+            page.evaluate(
+                """(peer) => {
+                  window.probe = { resumed: 0, rejoined: 0, heard: [],
+                                   call: window.demo.calls.get(peer) };
+                  const client = window.demo.client;
+                  client.addEventListener("resumed", () => { window.probe.resumed += 1; });
+                  client.addEventListener("rejoined", () => { window.probe.rejoined += 1; });
+                  for (const type of ["user-left", "user-joined"])
+                    client.addEventListener(type, () => window.probe.heard.push(type));
+                }""",
+                peer,
+            )
+        restarts = []
+        for n in (1, 2):
+            holder = next(
+                i
+                for i, node in enumerate(nodes)
+                if node.run_sync(lambda node=node: len(node.hub.connections))
+            )
+            before = [remote_frames(page)[0] for page in (alice, bob)]
+            nodes[holder].stop()  # SIGTERM's path: 1001, then wait for the resumes
+            for page in (alice, bob):
+                wait_for(page, f"window.probe.resumed === {n}")
+            nodes[holder] = ServerThread(settings[holder])  # back, on the same port
+            for page, frames in zip((alice, bob), before, strict=True):
+                wait_for(
+                    page,
+                    f"document.querySelector('.tile.remote video')"
+                    f".getVideoPlaybackQuality().totalVideoFrames > {frames + 10}",
+                )
+            restarts.append(
+                [
+                    page.evaluate(
+                        """() => ({ sameCall: window.demo.calls.get(window.probe.call.peer)
+                                      === window.probe.call,
+                                    connectionState: window.probe.call.pc.connectionState,
+                                    rejoined: window.probe.rejoined, heard: window.probe.heard })"""
+                    )
+                    for page in (alice, bob)
+                ]
+            )
+        result["rolling_restarts"] = restarts
+        for page in (alice, bob):
+            page.close()
+    finally:
+        if proxy is not None:
+            proxy.send_signal(signal.SIGQUIT)
+            proxy.wait(timeout=10)
+        for node in nodes:
+            node.stop()
+        redis.kill()
+        redis.wait()
 
 
 if __name__ == "__main__":
