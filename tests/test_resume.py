@@ -176,6 +176,17 @@ async def wait_away(server: Server, count: int = 1) -> None:
     assert away_count(server) == count
 
 
+async def joined_then_dropped(server: Server, alice: Client, encoding: str = "json") -> str:
+    """bob joins "s" (alice hears it) and his connection drops: his resume token."""
+    async with raw(server, encoding) as bob:
+        token: str = (await bob.auth("bob"))["resumeToken"]
+        await bob.join("s")
+        await next_frame(alice)
+        await bob.drop()
+    await wait_away(server)
+    return token
+
+
 def candidate(n: int) -> dict[str, Any]:
     return {**CALL["offerCandidates"][0], "sdpMid": str(n)}
 
@@ -314,12 +325,7 @@ async def test_a_foreign_token_is_refused_and_stays_for_its_owner(
 ) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server, encoding) as bob:
-            token = (await bob.auth("bob"))["resumeToken"]
-            await bob.join("s")
-            await next_frame(alice)
-            await bob.drop()
-        await wait_away(server)
+        token = await joined_then_dropped(server, alice, encoding)
         async with raw(server, encoding) as mallory:
             stolen = await mallory.auth("mallory", resume=token)
             assert stolen["resumed"] is False
@@ -374,12 +380,7 @@ async def test_leaving_a_session_is_at_once_even_while_resume_is_on(server: Serv
 async def test_a_hold_that_overflows_ends_the_window_early(server: Server, encoding: str) -> None:
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server, encoding) as bob:
-            token = (await bob.auth("bob"))["resumeToken"]
-            await bob.join("s")
-            await next_frame(alice)
-            await bob.drop()
-        await wait_away(server)
+        token = await joined_then_dropped(server, alice, encoding)
         for n in range(8):
             await alice.send_candidate("bob", "s", candidate(n))
         assert await quiet(alice) == []
@@ -492,12 +493,7 @@ async def test_metrics_count_away_seats_resumes_and_held_signals(server: Server)
 
     async with server.connect(user_id="alice") as alice:
         await alice.join("s")
-        async with raw(server) as bob:
-            token = (await bob.auth("bob"))["resumeToken"]
-            await bob.join("s")
-            await next_frame(alice)
-            await bob.drop()
-        await wait_away(server)
+        token = await joined_then_dropped(server, alice)
         await alice.send_offer("bob", "s", CALL["offer"])
         await alice.join("s")  # a round trip: the offer was routed before it
 
