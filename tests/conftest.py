@@ -109,6 +109,12 @@ TEST_SETTINGS = Settings(host="127.0.0.1", port=0, graceful_timeout=5.0, rate_li
 """Rate limiting is off here; the tests of rate limits turn it on."""
 
 
+@pytest.fixture(params=["json", "msgpack"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    """Each test that asks for it runs once per encoding (protocol/SPEC.md §1)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def settings() -> Settings:
     """Settings for the server fixture; override in a module to change them."""

@@ -43,11 +43,6 @@ def server(memory_server: Server) -> Server:
     return memory_server
 
 
-@pytest.fixture(params=["json", "msgpack"])
-def encoding(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class Raw:
     """A client that speaks frames as dicts and can drop its connection."""
 

@@ -45,11 +45,6 @@ def server(memory_server: Server) -> Server:
     return memory_server
 
 
-@pytest.fixture(params=["json", "msgpack"])
-def encoding(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @asynccontextmanager
 async def raw(
     server: Server, subprotocol: str | None = "signaling.v1.json"

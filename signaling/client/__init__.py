@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import msgspec
 import trio
 import trio_websocket
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ..codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, SERVER_CODECS
 from ..errors import (
@@ -239,7 +239,7 @@ class _Options:
     open_timeout: float
     ssl_context: ssl.SSLContext | None
     keepalive: float | None
-    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] = trio.open_tcp_stream
+    open_stream: Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 
 class Client:
@@ -449,7 +449,7 @@ class Client:
 
     # --- the background tasks ------------------------------------------------------------
 
-    async def _open(self, nursery: trio.Nursery, resume: str | None = None) -> None:
+    async def _open(self, nursery: trio.Nursery, resume: str | UnsetType = UNSET) -> None:
         """Open, authenticate (asking to resume with ``resume``); on success the
         connection is this client's."""
         options = self._options
@@ -460,7 +460,7 @@ class Client:
                 auth = Auth(
                     user_id=options.user_id,
                     token=UNSET if token is None else token,
-                    resume=UNSET if resume is None else resume,
+                    resume=resume,
                 )
                 await ws.send_message(_as_message(self._codec.text, self._codec.encode(auth)))
                 first = self._codec.decode(await ws.get_message())
@@ -509,7 +509,7 @@ class Client:
                     await trio.sleep(delay * (0.5 + random.random() / 2))
                     resume = self.welcome.resume_token if self.welcome is not None else UNSET
                     try:
-                        await self._open(nursery, None if resume is UNSET else resume)
+                        await self._open(nursery, resume)
                     except (ConnectionFailed, ConnectionClosed) as exc:
                         if isinstance(exc, HandshakeRejected) and exc.status_code not in (429, 503):
                             self._closed = ConnectionClosed(closed.code, str(exc))

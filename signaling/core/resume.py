@@ -84,10 +84,7 @@ class Away:
             return
         message = _encode(frame)
         if len(self.held) >= self.max_frames or self.held_bytes + len(message) > self.max_bytes:
-            self.overflowed = True
-            self.held.clear()
-            self.held_bytes = 0
-            self._on_overflow(self)
+            self._overflow()
             return
         self.held.append(message)
         self.held_bytes += len(message)
@@ -100,10 +97,14 @@ class Away:
             self.held.appendleft(message)
             self.held_bytes += len(message)
         if len(self.held) > self.max_frames or self.held_bytes > self.max_bytes:
-            self.overflowed = True
-            self.held.clear()
-            self.held_bytes = 0
-            self._on_overflow(self)
+            self._overflow()
+
+    def _overflow(self) -> None:
+        """Past the bound: nothing more is held, and the table ends the window."""
+        self.overflowed = True
+        self.held.clear()
+        self.held_bytes = 0
+        self._on_overflow(self)
 
     def frames(self) -> list[ServerFrame]:
         """The held frames, in the order they were held."""

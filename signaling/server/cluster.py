@@ -163,10 +163,16 @@ class _Arriving:
         self.limit = limit
         self.buffer: list[ServerFrame] = []
         self.overflowed = False
-        self.placeholders: dict[str, Any] = {}
+        self.placeholders: dict[str, RemotePeer] = {}
         """Session → the `RemotePeer` this node's replica had for the seat."""
         self.done = trio.Event()
         self.reply: Handover | Refused | None = None
+
+    def wait_in(self, registry: Registry, session_id: str, remote: RemotePeer) -> None:
+        """Hold the user's seat in ``session_id`` here while the resume is under
+        way (``remote``: the seat this replica had, put back if it fails)."""
+        self.placeholders[session_id] = remote
+        registry.place(session_id, _Placeholder(self))
 
     def deliver(self, frame: ServerFrame) -> None:
         if len(self.buffer) >= self.limit:
@@ -470,17 +476,15 @@ class Cluster:
             connection = self.hub.by_connection_id.get(op.connection_id)
             if connection is not None and connection.away is None:
                 connection.deliver(_decode_frame(op.frame))
-            else:  # away, or resumed elsewhere (protocol/SPEC.md §10)
-                forwarded = self._forwarded.get(op.connection_id)
-                away = self.hub.resumes.get(op.connection_id)
-                arriving = self._arriving.get(op.connection_id)
-                if forwarded is not None:
-                    self.send(forwarded[0], op)  # (its old connection may still be closing)
-                    self._forwarding.set()
-                elif away is not None:
-                    away.hold(_decode_frame(op.frame))
-                elif arriving is not None:
-                    arriving.deliver(_decode_frame(op.frame))
+            elif (forwarded := self._forwarded.get(op.connection_id)) is not None:
+                # resumed elsewhere (protocol/SPEC.md §10); its old connection
+                # here may still be closing
+                self.send(forwarded[0], op)
+                self._forwarding.set()
+            elif (away := self.hub.resumes.get(op.connection_id)) is not None:
+                away.hold(_decode_frame(op.frame))  # away: held for its resume
+            elif (arriving := self._arriving.get(op.connection_id)) is not None:
+                arriving.deliver(_decode_frame(op.frame))  # resuming here
         elif type(op) is Claim:
             self._claimed(op)
         elif type(op) is Handover or type(op) is Refused:
@@ -498,8 +502,7 @@ class Cluster:
                             isinstance(current, RemotePeer)
                             and current.connection_id == op.connection_id
                         ):
-                            arriving.placeholders[session_id] = current
-                            registry.place(session_id, _Placeholder(arriving))
+                            arriving.wait_in(registry, session_id, current)
                 arriving.done.set()
         elif type(op) is Moved:
             current = self.hub.registry.seat(op.session_id, op.user_id)
@@ -623,8 +626,7 @@ class Cluster:
         for session_id in registry.sessions_of(user_id):
             current = registry.seat(session_id, user_id)
             if isinstance(current, RemotePeer) and (current.node, current.connection_id) == holder:
-                arriving.placeholders[session_id] = current
-                registry.place(session_id, _Placeholder(arriving))
+                arriving.wait_in(registry, session_id, current)
         claim_id = secrets.token_hex(8)
         self._claims[claim_id] = arriving
         self.send(node, Claim(token, user_id, self.node, claim_id))
@@ -667,15 +669,16 @@ class Cluster:
 
     def _restore(self, arriving: _Arriving) -> None:
         registry = self.hub.registry
-        for session_id, remote in arriving.placeholders.items():
+        for session_id, seat in arriving.placeholders.items():
             current = registry.seat(session_id, arriving.user_id)
             if isinstance(current, _Placeholder):
-                registry.place(session_id, remote)
+                registry.place(session_id, seat)
+        old = next(iter(arriving.placeholders.values()), None)
+        if old is None:
+            return
         for frame in arriving.buffer:  # to the old node, as they would have gone
-            remote = next(iter(arriving.placeholders.values()), None)
-            if remote is not None:
-                with contextlib.suppress(InternalError):
-                    remote.deliver(frame)
+            with contextlib.suppress(InternalError):
+                old.deliver(frame)
 
     async def _move_here(self, session_id: str, user_id: str, holder: Seat) -> bool:
         """Seat ``user_id`` here in Redis and tell the other nodes (no news for
@@ -698,8 +701,7 @@ class Cluster:
                 remote = RemotePeer(self, other, seat)
                 claiming = self._claiming(other, seat.connection)
                 if claiming is not None:  # its own resume here is under way: wait with it
-                    claiming.placeholders[session_id] = remote
-                    registry.place(session_id, _Placeholder(claiming))
+                    claiming.wait_in(registry, session_id, remote)
                 else:
                     registry.place(session_id, remote)
         op = Moved(session_id, user_id, holder.connection, holder.node, self.node)

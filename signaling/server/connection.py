@@ -128,6 +128,10 @@ class Node(Protocol):
         """A fresh resume token for a ``welcome`` (None: resume is off)."""
         ...
 
+    def release(self, peer: Peer) -> None:
+        """``peer`` leaves its sessions for good, on every node."""
+        ...
+
     def go_away(self, connection: Connection) -> Away | None:
         """Keep the seats of a connection that dropped, for the resume window."""
         ...
@@ -288,11 +292,7 @@ class Connection:
             self.away = self.hub.go_away(self)
             if self.away is not None:
                 return
-        sessions = list(peer.sessions)
-        peer.close()
-        cluster = self.hub.cluster
-        if cluster is not None and sessions:
-            cluster.leaving(peer, sessions)
+        self.hub.release(peer)
 
     def hold_unsent(self) -> None:
         """An away connection's frames that were queued but never written go to

@@ -332,19 +332,20 @@ LOCAL = "local"
 """The client address of a connection over a Unix socket (a `MemoryListener`'s)."""
 
 
-def _peer_ip(stream: trio.SocketStream) -> str:
+def _peer_name(stream: trio.SocketStream) -> tuple[str, int] | str:
+    """The peer's (address, port); `LOCAL` over a Unix socket, "?" once it is gone."""
     try:
         name = stream.socket.getpeername()
     except OSError:
         return "?"
-    return str(name[0]) if isinstance(name, tuple) else LOCAL
+    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else LOCAL
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    name = _peer_name(stream)
+    return name[0] if isinstance(name, tuple) else name
 
 
 def _remote(stream: trio.SocketStream) -> str:
-    try:
-        name = stream.socket.getpeername()
-    except OSError:
-        return "?"
-    if not isinstance(name, tuple):
-        return LOCAL
-    return f"{name[0]}:{name[1]}"
+    name = _peer_name(stream)
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else name

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..codec import Codec
+    from ..core import Peer
     from ..frames import ClientFrame
     from .cluster import Cluster
     from .config import Settings
@@ -272,6 +273,12 @@ class Hub:
         self.stats.resume_expiries[why] += 1
         self._release_ip(away.token)
         self._resumes_shrank.set()
+        self.release(peer)
+
+    def release(self, peer: Peer) -> None:
+        """``peer`` leaves every session for good: the others hear ``user-left``
+        once, here and (through Redis) on the other nodes."""
+        sessions = list(peer.sessions)
         peer.close()
         if self.cluster is not None and sessions:
             self.cluster.leaving(peer, sessions)
