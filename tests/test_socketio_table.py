@@ -38,6 +38,21 @@ INBOUND: list[tuple[str, str, list[dict[str, Any]]]] = [
     ),
     ("connect without auth", "40", [{"type": "auth", "userId": ""}]),
     (
+        "a reconnect's pid: a resume (protocol/SPEC.md §10)",
+        '40{"userId": "alice", "pid": "r_x", "offset": null}',
+        [{"type": "auth", "userId": "alice", "resume": "r_x"}],
+    ),
+    (
+        "a pid past 128 characters: no resume asked",
+        '40{"userId": "alice", "pid": "' + "x" * 129 + '"}',
+        [{"type": "auth", "userId": "alice"}],
+    ),
+    (
+        "a pid that is not a string",
+        '40{"userId": "a", "pid": 7}',
+        [{"type": "auth", "userId": "a"}],
+    ),
+    (
         "join-session with a payload",
         '42["join-session", {"sessionId": "s"}]',
         [{"type": "join-session", "sessionId": "s", "id": "sio:join-session"}],
@@ -115,6 +130,18 @@ OUTBOUND: list[tuple[str, dict[str, Any], str]] = [
         "welcome: CONNECT",
         {"type": "welcome", "userId": "a", "connectionId": "c_1", "iceServers": []},
         '40{"sid":"c_1"}',
+    ),
+    (
+        "welcome with a resume token: CONNECT with it as the pid",
+        {
+            "type": "welcome",
+            "userId": "a",
+            "connectionId": "c_1",
+            "iceServers": [],
+            "resumeToken": "r_t",
+            "resumeWindowMs": 15000,
+        },
+        '40{"sid":"c_1","pid":"r_t"}',
     ),
     (
         "a relayed signal in the old shape, without our id",
