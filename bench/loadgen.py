@@ -484,6 +484,35 @@ class ServerTree:
     def cpu(self) -> float:
         return sum(t.user + t.system for t in (p.cpu_times() for p in self._all()))
 
+    def wakeups(self) -> int:
+        """Voluntary context switches: times the server went idle and was woken."""
+        return sum(p.num_ctx_switches().voluntary for p in self._all())
+
+
+class Steal:
+    """The share of this machine's CPU time its host took (``steal`` in /proc/stat)
+    between `__init__` and `percent`. On a shared VM that time stalls every
+    process at random: a run with much of it says little about the server."""
+
+    def __init__(self) -> None:
+        self.before = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        # user nice system idle iowait irq softirq steal (guest time is in user)
+        return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+    def percent(self) -> float | None:
+        total, steal = self._read()
+        if total <= self.before[0]:
+            return None
+        return round(100 * (steal - self.before[1]) / (total - self.before[0]), 1)
+
 
 def percentile(values: list[int], q: float) -> float:
     if not values:
@@ -604,6 +633,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 parent.recv()
             return result
         cpu_before = proc.cpu() if proc else None
+        steal = Steal()
         wall_before = time.perf_counter()
         start_at = time.perf_counter() + 0.5
         for parent in pipes:
@@ -612,6 +642,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_for_worker(parent, procs, args.duration + 900, "running") for parent in pipes
         ]
         wall = time.perf_counter() - wall_before
+        result["steal_percent"] = steal.percent()
         if proc and cpu_before is not None:
             result["server_cpu_percent"] = round(100 * (proc.cpu() - cpu_before) / wall, 1)
             result["server_rss_mib"] = round(proc.rss() / 2**20, 1)
@@ -733,6 +764,8 @@ def run_node_steady(
             raise SystemExit("the node generator did not get ready")
         time.sleep(1.0)  # the joins settle
         cpu_before = sum(p.cpu() for p in procs) if procs else None
+        wakeups_before = sum(p.wakeups() for p in procs)
+        steal = Steal()
         wall_before = time.perf_counter()
         generator.stdin.write("go\n")
         generator.stdin.flush()
@@ -759,9 +792,12 @@ def run_node_steady(
         "max_ms": round(outcome["max_ms"], 2),
         "generator_cpu_percent": round(outcome["generator_cpu_percent"], 1),
         "stalls": outcome["stalls"],
+        "steal_percent": steal.percent(),
     }
     if procs and cpu_before is not None:
         cpu = sum(p.cpu() for p in procs) - cpu_before
+        wakeups = sum(p.wakeups() for p in procs) - wakeups_before
+        result["server_wakeups_per_msg"] = round(wakeups / max(1, outcome["received"]), 3)
         result["server_cpu_percent"] = round(100 * cpu / wall, 1)
         result["server_us_per_msg"] = round(1e6 * cpu / max(1, outcome["received"]), 1)
         result["server_rss_mib"] = round(sum(p.rss() for p in procs) / 2**20, 1)
