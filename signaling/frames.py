@@ -17,7 +17,7 @@ against: what it needs to be a signal at all, and what it logs.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -51,6 +51,7 @@ __all__ = [
     "UserJoined",
     "UserLeft",
     "Welcome",
+    "frame_tags",
 ]
 
 ID_MAX_LENGTH = 64
@@ -376,3 +377,11 @@ ServerFrame = (
     | Error
 )
 """Any frame the server may send."""
+
+
+def frame_tags() -> tuple[list[str], list[str]]:
+    """The ``type`` of every client frame and of every server frame."""
+    return (
+        [kind.__struct_config__.tag for kind in get_args(ClientFrame)],
+        [kind.__struct_config__.tag for kind in get_args(ServerFrame)],
+    )

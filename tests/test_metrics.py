@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.client import connect
 from signaling.errors import NotInSession
+from signaling.frames import frame_tags
+from signaling.server.stats import LATENCY_BUCKETS, Stats
 
 from .conftest import TEST_SETTINGS, Server, chromium_call
 
@@ -69,6 +71,8 @@ async def test_metrics_count_what_happened(server: Server) -> None:
         assert found[("signaling_frames_in_total", (("type", "offer"),))] == 1
         assert found[("signaling_frames_in_total", (("type", "join-session"),))] == 2
         assert found[("signaling_frames_out_total", (("type", "welcome"),))] == 2
+        # every frame type is there from the start, at 0 until one is counted
+        assert found[("signaling_frames_out_total", (("type", "user-left"),))] == 0
         assert found[("signaling_relayed_total", ())] == 3
         assert found[("signaling_errors_total", (("code", "not-in-session"),))] == 1
         assert found[("signaling_errors_total", (("code", "rate-limited"),))] == 2
@@ -107,3 +111,15 @@ async def test_metrics_token_is_required_when_configured(server: Server) -> None
     assert wrong.json()["error"] == "unauthorized"
     assert wrong.headers["www-authenticate"] == "Bearer"
     assert (await scrape(server, {"Authorization": "Bearer s3cret"})).status_code == 200
+
+
+def test_frames_written_at_once_count_in_the_first_latency_bucket() -> None:
+    stats = Stats(frame_tags())
+    stats.sent_at_once += 3
+    stats.observe_latency(0.02, 2)
+    buckets, seconds, count = stats.latency_histogram()
+    assert buckets[0] == 3
+    assert buckets[LATENCY_BUCKETS.index(0.025)] == 2
+    assert sum(buckets) == count == 5
+    assert seconds == pytest.approx(0.04)
+    assert stats.frames_in == dict.fromkeys(frame_tags()[0], 0)

@@ -88,10 +88,7 @@ class Peer:
         """Apply one client frame; errors go back to this client as ``error`` frames."""
         try:
             match frame:
-                case Offer():
-                    self._relay(frame, RelayedOffer)
-                    self._log_signal(frame)
-                case IceCandidate():
+                case IceCandidate():  # first: most frames of a call are candidates
                     self._relay(frame, RelayedIceCandidate)
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug(
@@ -101,6 +98,9 @@ class Peer:
                             describe_candidate(frame.data["candidate"]),
                             extra=self.log_ids(),
                         )
+                case Offer():
+                    self._relay(frame, RelayedOffer)
+                    self._log_signal(frame)
                 case Answer():
                     self._relay(frame, RelayedAnswer)
                     self._log_signal(frame)

@@ -14,6 +14,7 @@ from ..core import RateLimiter, Registry
 from ..core.lifecycle import Beat, Heartbeat
 from ..core.resume import Away, Resumes
 from ..errors import CloseCode
+from ..frames import frame_tags
 from .auth import Authenticator, Authorizer, identity_seams
 from .connection import Connection
 from .handshake import Refusal, cap_key
@@ -56,7 +57,7 @@ class Hub:
             max_sessions_per_connection=settings.max_sessions_per_connection,
         )
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.stats = Stats()
+        self.stats = Stats(frame_tags())
         default_authenticator, default_authorizer = identity_seams(settings)
         self.authenticator: Authenticator = authenticator or default_authenticator
         self.authorizer: Authorizer = authorizer or default_authorizer

@@ -162,9 +162,8 @@ class MetricsCollector(Collector):
             yield fetches
         cumulative = 0
         buckets: list[tuple[str, float]] = []
-        for bound, count in zip(
-            [*map(str, LATENCY_BUCKETS), "+Inf"], stats.latency_buckets, strict=True
-        ):
+        counts, seconds, _ = stats.latency_histogram()
+        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily(
@@ -172,7 +171,7 @@ class MetricsCollector(Collector):
             "Time from routing a frame into an outbox to the end of its socket write "
             "(each batch counts its oldest frame's wait for all its frames).",
             buckets=buckets,
-            sum_value=stats.latency_sum,
+            sum_value=seconds,
         )
 
 
