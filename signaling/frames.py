@@ -135,8 +135,8 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
     A signal may go out in JSON, in MessagePack, or both (its receivers pick
     their encodings), so ``data`` must be a value both carry alike: string
     keys, no binary or extension types, finite floats, 64-bit integers.
-    Strings, booleans and None are checked inline: they are nearly all of a
-    real ``data``, and this runs for every relayed signal.
+    Strings, booleans, None and 64-bit integers are checked inline: they are
+    nearly all of a real ``data``, and this runs for every relayed signal.
     """
     kind = type(value)
     if kind is dict or kind is list:
@@ -149,6 +149,8 @@ def _unportable(value: Any, depth: int) -> tuple[str, str] | None:
             item_kind = type(item)
             if item_kind is str or item_kind is bool or item is None:
                 continue
+            if item_kind is int and _INT_MIN <= item <= _INT_MAX:
+                continue  # a candidate's sdpMLineIndex: no call for it
             problem = _unportable(item, depth + 1)
             if problem is not None:
                 where = f".{key}" if is_dict else f"[{key}]"

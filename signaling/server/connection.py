@@ -404,7 +404,7 @@ class Connection:
                 # without waking this task (`signaling.server.transports.ws`)
                 transport.inline = self._consume
             while batch is not None and self.close_code is None:
-                batch = self._consume(batch)
+                batch = self._consume(batch, trio.current_time())
                 if batch:
                     # its first frame needs an await (join, re-auth)
                     await self._apply_awaiting(*batch[0])
@@ -424,9 +424,12 @@ class Connection:
             log.exception("internal error; closing", extra=self.log_ids())
             self.close(CloseCode.INTERNAL, "internal error")
 
-    def _consume(self, batch: list[tuple[bool, bytes | str]]) -> list[tuple[bool, bytes | str]]:
-        """Apply the frames of ``batch`` that need no await; return the rest from the
-        first that does (a join, a re-auth), or all of it while closing.
+    def _consume(
+        self, batch: list[tuple[bool, bytes | str]], now: float
+    ) -> list[tuple[bool, bytes | str]]:
+        """Apply the frames of ``batch`` (read at ``now``) that need no await; return
+        the rest from the first that does (a join, a re-auth), or all of it while
+        closing.
 
         Runs in the reader task or, for a transport that reads inline, in the
         task that read the socket: nothing here awaits.
@@ -437,7 +440,6 @@ class Connection:
         peer = self.peer
         assert peer is not None
         frames_in = hub.stats.frames_in
-        now = trio.current_time()
         # Several messages in one read: let their relays queue, so each
         # receiver's writer sends them in one write (see `deliver`).
         hub.corked = len(batch) > 1

@@ -109,7 +109,7 @@ class Reactor:
         return len(self._watched)
 
     def watch(self, fd: int, transport: LeanTransport) -> None:
-        """Call ``transport.readable()`` whenever ``fd`` has something to read."""
+        """Call ``transport.readable(now)`` whenever ``fd`` has something to read."""
         self._epoll.register(fd, select.EPOLLIN)
         self._watched[fd] = transport
 
@@ -125,12 +125,15 @@ class Reactor:
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
+                # one clock reading a round, not one per message: trio's clock
+                # costs three calls, and a round lasts a millisecond or so
+                now = trio.current_time()
                 for fd, _ in epoll.poll(0, _EVENTS_PER_ROUND):
                     transport = watched.get(fd)
                     if transport is None:
                         continue
                     try:
-                        transport.readable()
+                        transport.readable(now)
                     except Exception:
                         # a bug, not a client: it must not end every other connection
                         log.exception("reading a connection failed; it is no longer watched")
@@ -188,9 +191,10 @@ class LeanTransport:
         """Set on `aclose`, for a handler that must outlive its hand-over (Engine.IO)."""
         self.writing = False
         """The writer task is in the middle of a write: `send_now` must not cut in."""
-        self.inline: Callable[[list[Message]], list[Message]] | None = None
-        """Set by the connection: applies what it can of a batch without an await
-        and returns the rest. While set, `receive` lets the reactor read."""
+        self.inline: Callable[[list[Message], float], list[Message]] | None = None
+        """Set by the connection: applies what it can of a batch (read at the
+        time given) without an await and returns the rest. While set,
+        `receive` lets the reactor read."""
         self._sock = None if deflate is not None else rawsocket.stdlib_socket(stream)
         self._reactor = Reactor.current() if self._sock is not None else None
         self._parked: trio.lowlevel.Task | None = None
@@ -260,8 +264,9 @@ class LeanTransport:
         result: list[Message] | None = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
-    def readable(self) -> None:
-        """The reactor saw the socket readable: read once and apply what can be inline.
+    def readable(self, now: float) -> None:
+        """The reactor saw the socket readable at ``now``: read once and apply what
+        can be inline.
 
         The reader task is woken (and the socket leaves the reactor) with what
         `inline` left, with None at EOF or after the client's close frame, or
@@ -278,11 +283,11 @@ class LeanTransport:
         if not data:
             self._wake(outcome.Value(None))
             return
-        self.last_activity = trio.current_time()
+        self.last_activity = now
         try:
             messages = self._messages(data)
             consumer = self.inline
-            rest = consumer(messages) if consumer is not None and messages else messages
+            rest = consumer(messages, now) if consumer is not None and messages else messages
         except Exception as exc:
             self._wake(outcome.Error(exc))
             return
