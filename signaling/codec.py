@@ -60,20 +60,22 @@ def probe_id(payload: bytes | str, *, text: bool) -> str | UnsetType:
 class Codec(Generic[_T]):
     """Decodes frames of type ``_T`` and encodes any frame, for one subprotocol."""
 
-    __slots__ = ("_decode", "_encode", "subprotocol", "text")
+    __slots__ = ("_decode", "encode", "subprotocol", "text")
 
     def __init__(self, subprotocol: str, frame_type: Any) -> None:
         self.subprotocol = subprotocol
         self.text = subprotocol == JSON_SUBPROTOCOL
         """True: frames travel as WebSocket text frames; False: binary frames."""
         self._decode: Callable[[Any], Any]
-        self._encode: Callable[[Any], bytes]
+        self.encode: Callable[[Any], bytes]
+        """The wire bytes of one frame: msgspec's encoder itself, not a method
+        around it (one call less for every frame sent)."""
         if self.text:
             self._decode = msgspec.json.Decoder(frame_type).decode
-            self._encode = msgspec.json.Encoder().encode
+            self.encode = msgspec.json.Encoder().encode
         else:
             self._decode = msgspec.msgpack.Decoder(frame_type).decode
-            self._encode = msgspec.msgpack.Encoder().encode
+            self.encode = msgspec.msgpack.Encoder().encode
 
     def decode(self, payload: bytes | str) -> _T:
         """One frame from one WebSocket message; raises `BadFrame` with the reason.
@@ -93,10 +95,6 @@ class Codec(Generic[_T]):
         except RecursionError as exc:
             raise BadFrame("invalid frame: nested too deeply") from exc
         return frame
-
-    def encode(self, frame: Any) -> bytes:
-        """The wire bytes of one frame."""
-        return self._encode(frame)
 
 
 CLIENT_CODECS: Final[dict[str, Codec[ClientFrame]]] = {

@@ -222,19 +222,24 @@ class Connection:
         waits at the head of the queue for the writer. Not while the routing
         task works through a burst (`Hub.corked`): then the writer coalesces.
         """
-        if self.close_code is not None:
+        # attributes read directly, not through `close_code` and `_count`: this
+        # runs for every relayed frame, and each call costs more than the read
+        if self.lifecycle.code is not None:
             if self.away is not None:
                 self.away.hold(frame)  # routed here before the node forgot this connection
             return
-        self._count(frame)
+        stats = self.hub.stats
+        stats.frames_out[frame.__struct_config__.tag] += 1  # type: ignore[index]
+        if type(frame) is Error:
+            stats.errors[frame.code] += 1
         message = self.codec.encode(frame)
         outbox = self.outbox
-        if self._direct and not self.hub.corked and not len(outbox) and not outbox.pending_control:
+        if self._direct and not self.hub.corked and outbox.idle():
             transport: Any = self.transport
             if transport.direct:
                 rest = transport.send_now(message)
                 if rest is None:
-                    self.hub.stats.sent_at_once += 1
+                    stats.sent_at_once += 1
                     return
                 outbox.put_control(rest)  # framed already, and first in line
                 return
@@ -375,7 +380,7 @@ class Connection:
                     await transport.send(messages, control)
                     if messages:
                         stats.observe_latency(trio.current_time() - oldest, len(messages))
-                if outbox.closed and not len(outbox) and not outbox.pending_control:
+                if outbox.closed and outbox.idle():
                     break
             assert self.close_code is not None
             await transport.send_close(self.close_code, self.close_reason)
@@ -434,7 +439,8 @@ class Connection:
         Runs in the reader task or, for a transport that reads inline, in the
         task that read the socket: nothing here awaits.
         """
-        if self.close_code is not None:
+        lifecycle = self.lifecycle
+        if lifecycle.code is not None:
             return batch
         hub = self.hub
         peer = self.peer
@@ -446,13 +452,13 @@ class Connection:
         try:
             for index, (is_text, payload) in enumerate(batch):
                 frame, error = self._decode(is_text, payload)
-                if self.close_code is not None:
+                if lifecycle.code is not None:
                     return []
                 kind = type(frame)
                 if kind is JoinSession or kind is Auth:
                     return batch[index:]  # its token is taken where it is applied
                 if not self._admit(frame, error, now):
-                    if self.close_code is not None:
+                    if lifecycle.code is not None:
                         return []
                     continue
                 assert frame is not None

@@ -98,10 +98,10 @@ class Outbox:
             self.pong = None
         return control
 
-    @property
-    def pending_control(self) -> bool:
-        """Control frames are waiting."""
-        return bool(self.control) or self.pong is not None
+    def idle(self) -> bool:
+        """Nothing is queued, messages or control frames: a frame may be written
+        at once without overtaking any."""
+        return not self._items and not self.control and self.pong is None
 
     def close(self) -> None:
         """No more messages; wakes the writer so it can finish."""
@@ -138,7 +138,7 @@ class Outbox:
 
     async def take(self) -> list[bytes]:
         """Wait until something is queued or the outbox closes; return all queued."""
-        if not self._items and not self.pending_control and not self.closed:
+        if self.idle() and not self.closed:
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         items = self._items
