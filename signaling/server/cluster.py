@@ -305,10 +305,12 @@ class Cluster:
     def send(self, node: str, op: Op) -> None:
         """Queue ``op`` for ``node``; the flusher publishes queued ops in batches."""
         if not self._outgoing:
+            # the first op since the last flush wakes the flusher; the ones that
+            # follow find it awake (it empties `_outgoing` when it renews `_wake`)
             self._first_queued = trio.current_time()
+            self._wake.set()
         self._outgoing.setdefault(node, []).append(op)
         self._queued += 1
-        self._wake.set()
 
     def _after_round(self, now: float) -> None:
         """The reactor finished a round: the linger is over once `linger` has passed
