@@ -203,6 +203,23 @@ def _free_port() -> int:
         return port
 
 
+def redis_argv(port: int, folder: Path) -> list[str]:
+    """A throw-away redis-server on 127.0.0.1:``port``: nothing saved, files in ``folder``."""
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
+
+
 class RedisServer:
     """A redis-server of the test's own, which the test may stop and start again."""
 
@@ -218,19 +235,7 @@ class RedisServer:
     async def start(self) -> None:
         assert shutil.which("redis-server"), "redis-server is missing: ./dev test installs it"
         self.process = await trio.lowlevel.open_process(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
+            redis_argv(self.port, self.folder),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -408,27 +408,21 @@ def rolling_restart(browser: Any, result: dict[str, Any]) -> None:
     import signal
     import tempfile
 
+    from tests.conftest import redis_argv
     from tests.test_cli import free_port
     from tests.test_sticky import nginx_config
 
+    def wait_listening(port: int) -> None:
+        for _ in range(100):  # a server started a moment ago
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
     folder = Path(tempfile.mkdtemp())
     redis_port, nginx_port = free_port(), free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = subprocess.Popen(redis_argv(redis_port, folder), stdout=subprocess.DEVNULL)
     ports = [free_port(), free_port()]
     settings = [
         Settings(
@@ -445,24 +439,14 @@ def rolling_restart(browser: Any, result: dict[str, Any]) -> None:
     proxy = None
     nodes: list[ServerThread] = []
     try:
-        for _ in range(100):  # redis-server starts in a moment
-            try:
-                socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(redis_port)
         nodes = [ServerThread(settings[0]), ServerThread(settings[1])]
         proxy = subprocess.Popen(
             [nginx, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(nginx_port)
         url = f"http://127.0.0.1:{nginx_port}/?session=rolling"
         alice = open_page(browser, url + "&user=ann", "ann")
         bob = open_page(browser, url + "&user=ben", "ben")
