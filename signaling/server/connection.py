@@ -187,7 +187,7 @@ class Connection:
         settings = hub.settings
         self.outbox = Outbox(max_frames=settings.outbox_frames, max_bytes=settings.outbox_bytes)
         transport.outbox = self.outbox
-        self._direct = getattr(transport, "send_now", None) is not None
+        self._direct: bool = getattr(transport, "direct", False)
         """The transport can write from the routing task (`deliver`)."""
         self.peer: Peer | None = None
         self.identity: Identity | None = None
@@ -236,7 +236,7 @@ class Connection:
         outbox = self.outbox
         if self._direct and not self.hub.corked and outbox.idle():
             transport: Any = self.transport
-            if transport.direct:
+            if not transport.writing:
                 rest = transport.send_now(message)
                 if rest is None:
                     stats.sent_at_once += 1

@@ -198,8 +198,7 @@ class LeanTransport:
         `receive` lets the reactor read."""
         self._sock = None if deflate is not None else rawsocket.stdlib_socket(stream)
         self.direct = self._sock is not None
-        """`send_now` can write (a plain socket, no writer mid-write); an attribute
-        kept with `writing`, not a property: it is read for every relayed frame."""
+        """`send_now` can write on its own (a plain socket; not while `writing`)."""
         self._reactor = Reactor.current() if self._sock is not None else None
         self._parked: trio.lowlevel.Task | None = None
         """The reader task, while the reactor reads for it."""
@@ -319,14 +318,7 @@ class LeanTransport:
         (Holding writes to the end of a reactor round, so that one wake-up of
         the receiving process serves several, measured slower: bench/RESULTS.md.)
         """
-        n = len(message)
-        # the header written here rather than by `frame`: a call less a message
-        if n < 126:
-            data = bytes((0x80 | self._opcode, n)) + message
-        elif n < 65536:
-            data = bytes((0x80 | self._opcode, 126)) + n.to_bytes(2, "big") + message
-        else:
-            data = frame(self._opcode, message)
+        data = frame(self._opcode, message)
         sock = self._sock
         if sock is None or self.writing:
             return data
@@ -342,12 +334,10 @@ class LeanTransport:
         if control:
             pieces[:0] = control
         self.writing = True
-        self.direct = False
         try:
             await self.stream.send_all(b"".join(pieces))
         finally:
             self.writing = False
-            self.direct = self._sock is not None
 
     async def send_close(self, code: int, reason: str) -> None:
         """Send our close frame (RFC 6455 echoes 1005 as 1000)."""
