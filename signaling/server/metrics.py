@@ -162,7 +162,7 @@ class MetricsCollector(Collector):
             yield fetches
         cumulative = 0
         buckets: list[tuple[str, float]] = []
-        counts, seconds, _ = stats.latency_histogram()
+        counts, seconds = stats.latency_histogram()
         for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))

@@ -37,7 +37,6 @@ class Stats:
         "frames_in",
         "frames_out",
         "latency_buckets",
-        "latency_count",
         "latency_sum",
         "rate_limited",
         "resume_expiries",
@@ -59,7 +58,6 @@ class Stats:
         """Away connections that left for good, by why: window, overflow, capacity, shutdown."""
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
-        self.latency_count = 0
         self.sent_at_once = 0
         """Frames written by the routing task itself, without waiting in an outbox:
         each is a relay latency of 0 (kept apart so the relay path adds 1 to an
@@ -69,11 +67,10 @@ class Stats:
         """``frames`` frames waited ``seconds`` between routing and their write."""
         self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += frames
         self.latency_sum += seconds * frames
-        self.latency_count += frames
 
-    def latency_histogram(self) -> tuple[list[int], float, int]:
-        """Per-bucket counts (the last is over the largest bound), the sum in
-        seconds and the count, frames written at once included."""
+    def latency_histogram(self) -> tuple[list[int], float]:
+        """Per-bucket counts (the last is over the largest bound) and the sum in
+        seconds, frames written at once included."""
         buckets = list(self.latency_buckets)
         buckets[0] += self.sent_at_once
-        return buckets, self.latency_sum, self.latency_count + self.sent_at_once
+        return buckets, self.latency_sum
