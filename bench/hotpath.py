@@ -16,7 +16,10 @@ same for any build, so the difference between two builds is the server's).
 Compare builds by running it on each, one after the other, a few times;
 ``--calls`` counts the function calls a message costs instead, the same in
 every run, so a change that removes work shows even when the machine's
-speed drifts. It reaches nothing beyond this process: no port, no network.
+speed drifts. With ``--calls``, ``HOTPATH_TOP=40`` also prints the 40
+most-called functions (calls a message each), and ``HOTPATH_CALLERS=name``
+who calls the functions so named. It reaches nothing beyond this process:
+no port, no network.
 """
 
 from __future__ import annotations

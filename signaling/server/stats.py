@@ -45,7 +45,7 @@ class Stats:
         "upgrades_refused",
     )
 
-    def __init__(self, frame_types: tuple[Iterable[str], Iterable[str]] = ((), ())) -> None:
+    def __init__(self, frame_types: tuple[Iterable[str], Iterable[str]]) -> None:
         self.frames_in: dict[str, int] = dict.fromkeys(frame_types[0], 0)
         self.frames_out: dict[str, int] = dict.fromkeys(frame_types[1], 0)
         self.errors: Counter[str] = Counter()
